@@ -1,0 +1,246 @@
+"""What `CausalLM` and `MaskedLM` share: the architecture config, input checks and presets."""
+
+import keras
+import numpy as np
+from keras import ops
+
+from kerasllm.models.transformer_backbone import TransformerBackbone
+from kerasllm.utils.validation import validate_token_ids, validate_vocabulary_match
+
+ARCHITECTURE_ARGUMENTS = (
+    "vocabulary_size",
+    "num_layers",
+    "num_heads",
+    "hidden_dim",
+    "intermediate_dim",
+    "max_sequence_length",
+    "num_key_value_heads",
+    "head_dim",
+    "position_embedding",
+    "normalization",
+    "activation",
+    "use_bias",
+    "tie_word_embeddings",
+    "dropout",
+    "layer_norm_epsilon",
+    "rope_max_wavelength",
+)
+
+
+class LanguageModel(keras.Model):
+    """Base of kerasllm's language models: a `TransformerBackbone` and a vocabulary head.
+
+    Not used directly: see `kerasllm.models.CausalLM` and `kerasllm.models.MaskedLM`, whose docstrings
+    list the architecture arguments.
+    """
+
+    causal = True
+    presets = {}
+
+    def __init__(
+        self,
+        vocabulary_size,
+        num_layers,
+        num_heads,
+        hidden_dim,
+        intermediate_dim,
+        max_sequence_length=1024,
+        num_key_value_heads=None,
+        head_dim=None,
+        position_embedding="learned",
+        normalization="layernorm",
+        activation="gelu",
+        use_bias=True,
+        tie_word_embeddings=True,
+        dropout=0.0,
+        layer_norm_epsilon=1e-5,
+        rope_max_wavelength=10000.0,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        # === Layers ===
+        self.backbone = TransformerBackbone(
+            vocabulary_size=vocabulary_size,
+            num_layers=num_layers,
+            num_heads=num_heads,
+            hidden_dim=hidden_dim,
+            intermediate_dim=intermediate_dim,
+            max_sequence_length=max_sequence_length,
+            num_key_value_heads=num_key_value_heads,
+            head_dim=head_dim,
+            position_embedding=position_embedding,
+            normalization=normalization,
+            activation=activation,
+            use_bias=use_bias,
+            dropout=dropout,
+            layer_norm_epsilon=layer_norm_epsilon,
+            rope_max_wavelength=rope_max_wavelength,
+            causal=self.causal,
+            dtype=self.dtype_policy,
+            name="backbone",
+        )
+        self.lm_head = None
+        if not tie_word_embeddings:
+            self.lm_head = keras.layers.Dense(
+                vocabulary_size,
+                use_bias=False,
+                kernel_initializer=keras.initializers.RandomNormal(stddev=0.02),
+                dtype=self.dtype_policy,
+                name="lm_head",
+            )
+
+        # === Config ===
+        self.vocabulary_size = vocabulary_size
+        self.num_layers = num_layers
+        self.num_heads = num_heads
+        self.hidden_dim = hidden_dim
+        self.intermediate_dim = intermediate_dim
+        self.max_sequence_length = max_sequence_length
+        self.num_key_value_heads = self.backbone.num_key_value_heads
+        self.head_dim = self.backbone.head_dim
+        self.position_embedding = position_embedding
+        self.normalization = normalization
+        self.activation = activation
+        self.use_bias = use_bias
+        self.tie_word_embeddings = tie_word_embeddings
+        self.dropout = dropout
+        self.layer_norm_epsilon = layer_norm_epsilon
+        self.rope_max_wavelength = rope_max_wavelength
+        self.build((None, None))
+
+    def build(self, input_shape=None):
+        self.backbone.build()
+        if self.lm_head is not None:
+            self.lm_head.build((None, None, self.hidden_dim))
+        self.built = True
+
+    # --- forward ---------------------------------------------------------------------------------
+
+    def _unpack_inputs(self, inputs):
+        if isinstance(inputs, dict):
+            if "token_ids" not in inputs:
+                raise ValueError(
+                    f"Dict inputs must have a 'token_ids' entry (and optionally 'padding_mask'); got keys "
+                    f"{sorted(inputs)}."
+                )
+            token_ids, padding_mask = inputs["token_ids"], inputs.get("padding_mask")
+        else:
+            token_ids, padding_mask = inputs, None
+        token_ids = ops.convert_to_tensor(token_ids)
+        dtype = keras.backend.standardize_dtype(token_ids.dtype)
+        if "int" not in dtype:
+            raise ValueError(
+                f"{type(self).__name__} takes integer token ids, but got a {dtype} tensor. Tokenize text "
+                "with a `kerasllm.tokenizers` tokenizer, or cast whole-number ids with `.astype('int32')`."
+            )
+        if len(token_ids.shape) != 2:
+            raise ValueError(
+                f"{type(self).__name__} takes token ids of shape (batch, sequence), got shape "
+                f"{tuple(token_ids.shape)}. Add a batch axis with `ids[None]` for a single sequence."
+            )
+        length = token_ids.shape[1]
+        if length is not None and length > self.max_sequence_length:
+            raise ValueError(
+                f"Input sequences have length {length}, longer than the model's max_sequence_length "
+                f"{self.max_sequence_length}. Use shorter windows or build the model with a larger "
+                "`max_sequence_length`."
+            )
+        return token_ids, padding_mask
+
+    def logits(self, hidden):
+        """Vocabulary logits (float32) from final hidden states `(B, T, C)`."""
+        if self.lm_head is not None:
+            logits = self.lm_head(hidden)
+        else:
+            logits = self.backbone.token_embedding(hidden, reverse=True)
+        return ops.cast(logits, "float32")
+
+    def call(self, inputs, training=None):
+        token_ids, padding_mask = self._unpack_inputs(inputs)
+        hidden = self.backbone(token_ids, padding_mask=padding_mask, training=training)
+        return self.logits(hidden)  # (B, T, V)
+
+    # --- input checks outside the compiled step ---------------------------------------------------
+
+    def check_token_ids(self, token_ids, name="token_ids"):
+        """Raises a `ValueError` naming the fix if `token_ids` cannot be fed to this model."""
+        return validate_token_ids(
+            token_ids, vocabulary_size=self.vocabulary_size, max_length=self.max_sequence_length, name=name, ranks=(2,)
+        )
+
+    def check_tokenizer(self, tokenizer):
+        """Raises a `ValueError` if `tokenizer` produces ids outside this model's vocabulary."""
+        validate_vocabulary_match(tokenizer.vocabulary_size, self.vocabulary_size)
+
+    def _check_data(self, x):
+        """Cheap checks of user data before Keras compiles a step: arrays are scanned once, datasets
+        that declare their vocabulary (kerasllm's own) are compared with the model's."""
+        if x is None:
+            return
+        if isinstance(x, dict) and "token_ids" in x:
+            x = x["token_ids"]
+        if isinstance(x, (np.ndarray, list)) or (hasattr(x, "shape") and hasattr(x, "dtype")):
+            try:
+                array = np.asarray(x)
+            except Exception:  # a symbolic tensor cannot be read eagerly: the model's own checks apply
+                return
+            self.check_token_ids(array, name="x")
+            return
+        vocabulary_size = getattr(x, "vocabulary_size", None)
+        if vocabulary_size is not None:
+            validate_vocabulary_match(vocabulary_size, self.vocabulary_size, what="dataset")
+        sequence_length = getattr(x, "sequence_length", None)
+        if sequence_length is not None and sequence_length > self.max_sequence_length:
+            raise ValueError(
+                f"The dataset yields sequences of length {sequence_length}, longer than the model's "
+                f"max_sequence_length {self.max_sequence_length}. Build the data with "
+                f"`sequence_length={self.max_sequence_length}` or less, or the model with a larger "
+                "`max_sequence_length`."
+            )
+
+    def fit(self, x=None, y=None, *args, **kwargs):
+        self._check_data(x)
+        validation_data = kwargs.get("validation_data")
+        if validation_data is not None:
+            self._check_data(validation_data[0] if isinstance(validation_data, tuple) else validation_data)
+        return super().fit(x, y, *args, **kwargs)
+
+    def evaluate(self, x=None, y=None, *args, **kwargs):
+        self._check_data(x)
+        return super().evaluate(x, y, *args, **kwargs)
+
+    def predict(self, x, *args, **kwargs):
+        self._check_data(x)
+        return super().predict(x, *args, **kwargs)
+
+    # --- presets and config ------------------------------------------------------------------------
+
+    @classmethod
+    def from_preset(cls, name, **overrides):
+        """Builds a model from a named architecture preset, with any argument overridden.
+
+        Weights are freshly initialized: kerasllm trains from scratch (no hub downloads).
+
+        Args:
+            name: str. One of `cls.presets` (see `kerasllm.models.CausalLM.presets`).
+            **overrides: architecture or Keras arguments that replace the preset's values
+                (e.g. `vocabulary_size=tokenizer.vocabulary_size`, `dtype="mixed_bfloat16"`).
+        """
+        if name not in cls.presets:
+            raise ValueError(
+                f"Unknown {cls.__name__} preset {name!r}. Available presets: {', '.join(sorted(cls.presets))}. "
+                f"Or build the model directly, e.g. `kerasllm.models.{cls.__name__}(vocabulary_size=..., "
+                "num_layers=..., num_heads=..., hidden_dim=..., intermediate_dim=...)`."
+            )
+        config = dict(cls.presets[name])
+        config.update(overrides)
+        return cls(**config)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({name: getattr(self, name) for name in ARCHITECTURE_ARGUMENTS})
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)

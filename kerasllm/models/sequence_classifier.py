@@ -1,0 +1,100 @@
+import keras
+from keras import ops
+
+from kerasllm.models.language_model import LanguageModel
+from kerasllm.models.transformer_backbone import TransformerBackbone
+
+POOLINGS = ("last", "mean", "first")
+
+
+@keras.saving.register_keras_serializable(package="kerasllm")
+class SequenceClassifier(keras.Model):
+    """A classification head on a kerasllm backbone (causal or bidirectional), for fine-tuning.
+
+    Pools the backbone's final hidden states over real (non-padding) tokens and maps them to
+    `num_classes` logits.
+
+    Args:
+        backbone: a `kerasllm.models.TransformerBackbone` (e.g. `causal_lm.backbone`).
+        num_classes: int. Number of classes, at least 2.
+        pooling: str. `"last"` (last real token; the natural choice for a causal backbone), `"mean"`
+            (mean over real tokens) or `"first"`. Defaults to `"last"` for causal backbones and
+            `"mean"` otherwise.
+        dropout: float. Dropout before the head. Defaults to `0.1`.
+        **kwargs: standard `keras.Model` arguments.
+
+    Call arguments:
+        inputs: int token ids `(B, T)` or a dict `{"token_ids", "padding_mask"}`.
+
+    Returns:
+        Logits `(B, num_classes)` in float32.
+
+    Example:
+
+    >>> lm = kerasllm.models.CausalLM.from_preset("tiny", vocabulary_size=512)
+    >>> classifier = kerasllm.models.SequenceClassifier.from_backbone(lm, num_classes=3)
+    >>> classifier.compile("adamw", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    """
+
+    def __init__(self, backbone, num_classes, pooling=None, dropout=0.1, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(num_classes, int) or num_classes < 2:
+            raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}.")
+        if isinstance(backbone, dict):
+            backbone = keras.saving.deserialize_keras_object(backbone)
+        if not isinstance(backbone, TransformerBackbone):
+            raise ValueError(
+                "`backbone` must be a kerasllm TransformerBackbone; use "
+                "`SequenceClassifier.from_backbone(model, num_classes)` with a CausalLM or MaskedLM."
+            )
+        pooling = pooling or ("last" if backbone.causal else "mean")
+        if pooling not in POOLINGS:
+            raise ValueError(f"Unknown pooling {pooling!r}; use one of {POOLINGS}.")
+        # === Layers ===
+        self.backbone = backbone
+        self.head_dropout = keras.layers.Dropout(dropout, name="head_dropout")
+        self.head = keras.layers.Dense(num_classes, dtype=self.dtype_policy, name="classification_head")
+        # === Config ===
+        self.num_classes = num_classes
+        self.pooling = pooling
+        self.dropout = dropout
+        self.vocabulary_size = backbone.vocabulary_size
+        self.max_sequence_length = backbone.max_sequence_length
+        self.head.build((None, backbone.hidden_dim))
+        self.built = True
+
+    @classmethod
+    def from_backbone(cls, model, num_classes, **kwargs):
+        """Builds a classifier on the backbone (and weights) of a trained `CausalLM` or `MaskedLM`."""
+        backbone = model.backbone if isinstance(model, LanguageModel) else model
+        return cls(backbone=backbone, num_classes=num_classes, **kwargs)
+
+    def call(self, inputs, training=None):
+        token_ids, padding_mask = LanguageModel._unpack_inputs(self, inputs)
+        hidden = self.backbone(token_ids, padding_mask=padding_mask, training=training)  # (B, T, C)
+        hidden = ops.cast(hidden, "float32")
+        if padding_mask is None:
+            real = ops.ones(ops.shape(token_ids), dtype="float32")
+        else:
+            real = ops.cast(padding_mask, "float32")
+        if self.pooling == "mean":
+            pooled = ops.sum(hidden * real[..., None], axis=1) / ops.maximum(ops.sum(real, axis=1, keepdims=True), 1.0)
+        elif self.pooling == "first":
+            pooled = hidden[:, 0]
+        else:
+            last = ops.cast(ops.maximum(ops.sum(real, axis=1) - 1, 0), "int32")  # (B,)
+            pooled = ops.take_along_axis(hidden, last[:, None, None], axis=1)[:, 0]
+        pooled = self.head_dropout(pooled, training=training)
+        return ops.cast(self.head(ops.cast(pooled, self.compute_dtype)), "float32")
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "backbone": keras.saving.serialize_keras_object(self.backbone),
+                "num_classes": self.num_classes,
+                "pooling": self.pooling,
+                "dropout": self.dropout,
+            }
+        )
+        return config

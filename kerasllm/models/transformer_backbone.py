@@ -1,0 +1,193 @@
+import math
+
+import keras
+from keras import ops
+
+from kerasllm.layers.decoder_block import DecoderBlock
+from kerasllm.layers.encoder_block import EncoderBlock
+from kerasllm.layers.normalization import normalization_layer
+from kerasllm.layers.position_embedding import PositionEmbedding
+from kerasllm.layers.token_embedding import TokenEmbedding
+
+POSITION_EMBEDDINGS = ("learned", "rotary")
+
+
+@keras.saving.register_keras_serializable(package="kerasllm")
+class TransformerBackbone(keras.layers.Layer):
+    """The shared trunk of every kerasllm model: embeddings, a stack of blocks, a final norm.
+
+    One config covers GPT-2 style (learned positions, LayerNorm, GELU, biases) and Llama style
+    (rotary positions, RMSNorm, SwiGLU, grouped-query attention, no biases). `causal=True` stacks
+    `DecoderBlock`s (for `CausalLM`), `causal=False` stacks `EncoderBlock`s (for `MaskedLM`).
+
+    Sublayers: `token_embedding`, `position_embedding` (learned positions only), `embedding_dropout`,
+    `block_0 ... block_{L-1}`, `final_norm`.
+
+    Args:
+        vocabulary_size: int. Number of token ids.
+        num_layers: int. Number of Transformer blocks.
+        num_heads: int. Query heads per block.
+        hidden_dim: int. Width of the residual stream.
+        intermediate_dim: int. Inner width of the feed-forward networks.
+        max_sequence_length: int. Longest sequence the model accepts. Defaults to `1024`.
+        num_key_value_heads: int. Key/value heads (grouped-query attention). Defaults to `num_heads`.
+        head_dim: int. Width of each head. Defaults to `hidden_dim // num_heads`.
+        position_embedding: str. `"learned"` or `"rotary"`. Defaults to `"learned"`.
+        normalization: str. `"layernorm"` or `"rmsnorm"`. Defaults to `"layernorm"`.
+        activation: str. `"gelu"`, `"relu"` or `"swiglu"`. Defaults to `"gelu"`.
+        use_bias: bool. Biases in the projections. Defaults to `True`.
+        dropout: float. Embedding and residual dropout. Defaults to `0`.
+        layer_norm_epsilon: float. Defaults to `1e-5`.
+        rope_max_wavelength: float. RoPE base. Defaults to `10000`.
+        causal: bool. Decoder (causal) or encoder (bidirectional) blocks. Defaults to `True`.
+        **kwargs: standard layer arguments.
+    """
+
+    def __init__(
+        self,
+        vocabulary_size,
+        num_layers,
+        num_heads,
+        hidden_dim,
+        intermediate_dim,
+        max_sequence_length=1024,
+        num_key_value_heads=None,
+        head_dim=None,
+        position_embedding="learned",
+        normalization="layernorm",
+        activation="gelu",
+        use_bias=True,
+        dropout=0.0,
+        layer_norm_epsilon=1e-5,
+        rope_max_wavelength=10000.0,
+        causal=True,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if position_embedding not in POSITION_EMBEDDINGS:
+            raise ValueError(
+                f"Unknown position_embedding {position_embedding!r}; use one of {POSITION_EMBEDDINGS}."
+            )
+        for name, value in (
+            ("vocabulary_size", vocabulary_size),
+            ("num_layers", num_layers),
+            ("num_heads", num_heads),
+            ("hidden_dim", hidden_dim),
+            ("intermediate_dim", intermediate_dim),
+            ("max_sequence_length", max_sequence_length),
+        ):
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+        self.vocabulary_size = vocabulary_size
+        self.num_layers = num_layers
+        self.num_heads = num_heads
+        self.hidden_dim = hidden_dim
+        self.intermediate_dim = intermediate_dim
+        self.max_sequence_length = max_sequence_length
+        self.num_key_value_heads = num_key_value_heads or num_heads
+        self.head_dim = head_dim or hidden_dim // num_heads
+        self.position_embedding_type = position_embedding
+        self.normalization = normalization
+        self.activation = activation
+        self.use_bias = use_bias
+        self.dropout = dropout
+        self.layer_norm_epsilon = layer_norm_epsilon
+        self.rope_max_wavelength = rope_max_wavelength
+        self.causal = causal
+
+        # === Layers ===
+        initializer = keras.initializers.RandomNormal(stddev=0.02)
+        # GPT-2: projections into the residual stream are scaled by 1/sqrt(2L) so its variance stays
+        # constant with depth.
+        residual_initializer = keras.initializers.RandomNormal(stddev=0.02 / math.sqrt(2 * num_layers))
+        self.token_embedding = TokenEmbedding(
+            vocabulary_size, hidden_dim, dtype=self.dtype_policy, name="token_embedding"
+        )
+        self.position_embedding = None
+        if position_embedding == "learned":
+            self.position_embedding = PositionEmbedding(
+                max_sequence_length, hidden_dim, dtype=self.dtype_policy, name="position_embedding"
+            )
+        self.embedding_dropout = keras.layers.Dropout(dropout, dtype=self.dtype_policy, name="embedding_dropout")
+        block_class = DecoderBlock if causal else EncoderBlock
+        self.blocks = [
+            block_class(
+                hidden_dim=hidden_dim,
+                num_heads=num_heads,
+                intermediate_dim=intermediate_dim,
+                num_key_value_heads=self.num_key_value_heads,
+                head_dim=self.head_dim,
+                activation=activation,
+                normalization=normalization,
+                use_rotary=position_embedding == "rotary",
+                rope_max_wavelength=rope_max_wavelength,
+                use_bias=use_bias,
+                dropout=dropout,
+                layer_norm_epsilon=layer_norm_epsilon,
+                kernel_initializer=initializer,
+                output_initializer=residual_initializer,
+                dtype=self.dtype_policy,
+                name=f"block_{i}",
+            )
+            for i in range(num_layers)
+        ]
+        self.final_norm = normalization_layer(normalization, layer_norm_epsilon, "final_norm", self.dtype_policy)
+
+    def build(self, input_shape=None):
+        self.token_embedding.build((None, None))
+        if self.position_embedding is not None:
+            self.position_embedding.build((None, None, self.hidden_dim))
+        for block in self.blocks:
+            block.build((None, None, self.hidden_dim))
+        self.final_norm.build((None, None, self.hidden_dim))
+        self.built = True
+
+    def call(self, token_ids, padding_mask=None, cache=None, cache_index=0, training=None):
+        """Returns hidden states `(B, T, C)`, or `(hidden, cache)` with a cache `(B, L, 2, S, K, H)`."""
+        x = self.token_embedding(token_ids)  # (B, T, C)
+        if self.position_embedding is not None:
+            x = x + self.position_embedding(x, start_index=cache_index if cache is not None else 0)
+        x = self.embedding_dropout(x, training=training)
+        if cache is None:
+            for block in self.blocks:
+                x = block(x, padding_mask=padding_mask, training=training)
+            return self.final_norm(x)
+        caches = []
+        for i, block in enumerate(self.blocks):
+            x, layer_cache = block(x, padding_mask=padding_mask, cache=cache[:, i], cache_index=cache_index)
+            caches.append(layer_cache)
+        return self.final_norm(x), ops.stack(caches, axis=1)
+
+    def initial_cache(self, batch_size, length):
+        """An empty key/value cache `(B, L, 2, S, K, H)` in the compute dtype."""
+        return ops.zeros(
+            (batch_size, self.num_layers, 2, length, self.num_key_value_heads, self.head_dim),
+            dtype=self.compute_dtype,
+        )
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape) + (self.hidden_dim,)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "vocabulary_size": self.vocabulary_size,
+                "num_layers": self.num_layers,
+                "num_heads": self.num_heads,
+                "hidden_dim": self.hidden_dim,
+                "intermediate_dim": self.intermediate_dim,
+                "max_sequence_length": self.max_sequence_length,
+                "num_key_value_heads": self.num_key_value_heads,
+                "head_dim": self.head_dim,
+                "position_embedding": self.position_embedding_type,
+                "normalization": self.normalization,
+                "activation": self.activation,
+                "use_bias": self.use_bias,
+                "dropout": self.dropout,
+                "layer_norm_epsilon": self.layer_norm_epsilon,
+                "rope_max_wavelength": self.rope_max_wavelength,
+                "causal": self.causal,
+            }
+        )
+        return config
