@@ -130,12 +130,12 @@ class SelfAttention(keras.layers.Layer):
             cache = ops.slice_update(cache, (0, 0, cache_index, 0, 0), ops.cast(update, cache.dtype))
             key, value = cache[:, 0], cache[:, 1]  # (B, S, K, H)
             mask = self._mask(ops.shape(query)[1], ops.shape(key)[1], start, padding_mask)
-            attended = ops.dot_product_attention(query, key, value, mask=mask)
+            attended = self._attend(query, key, value, mask=mask)
         elif padding_mask is None:
-            attended = ops.dot_product_attention(query, key, value, is_causal=self.causal)
+            attended = self._attend(query, key, value, is_causal=self.causal)
         else:
             mask = self._mask(ops.shape(query)[1], ops.shape(key)[1], 0, padding_mask)
-            attended = ops.dot_product_attention(query, key, value, mask=mask)
+            attended = self._attend(query, key, value, mask=mask)
 
         batch, length = ops.shape(attended)[0], ops.shape(attended)[1]
         attended = ops.reshape(attended, (batch, length, self.num_heads * self.head_dim))
@@ -143,6 +143,14 @@ class SelfAttention(keras.layers.Layer):
         if cache is not None:
             return output, cache
         return output
+
+    def _attend(self, query, key, value, mask=None, is_causal=False):
+        if self.num_key_value_heads == 1 < self.num_heads and keras.backend.backend() == "tensorflow":
+            # Keras 3.15's TensorFlow attention only broadcasts key/value heads when there are two or
+            # more; with one (multi-query attention) it fails, so give it one copy per query head.
+            key = ops.repeat(key, self.num_heads, axis=2)
+            value = ops.repeat(value, self.num_heads, axis=2)
+        return ops.dot_product_attention(query, key, value, mask=mask, is_causal=is_causal)
 
     def _mask(self, query_length, key_length, start, padding_mask):
         """Boolean mask `(B or 1, 1, T, S)`: true where query t may attend to key s."""

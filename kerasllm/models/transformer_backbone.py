@@ -78,6 +78,11 @@ class TransformerBackbone(keras.layers.Layer):
         ):
             if not isinstance(value, int) or value <= 0:
                 raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+        if head_dim is None and hidden_dim % num_heads:
+            raise ValueError(
+                f"hidden_dim={hidden_dim} is not divisible by num_heads={num_heads}; pick another "
+                "num_heads or pass head_dim explicitly."
+            )
         self.vocabulary_size = vocabulary_size
         self.num_layers = num_layers
         self.num_heads = num_heads
