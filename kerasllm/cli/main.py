@@ -1,0 +1,113 @@
+"""Argument parsing and backend selection for the `kerasllm` command.
+
+Nothing here imports Keras: `--backend` must set `KERAS_BACKEND` before Keras is first imported, so
+the commands import kerasllm only once the backend is settled.
+"""
+
+import argparse
+import importlib.util
+import os
+import sys
+
+BACKENDS = ("jax", "torch", "tensorflow")
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16", "bfloat16")
+
+
+def choose_backend(requested):
+    """Sets `KERAS_BACKEND`: the requested one, else the user's setting, else the first installed."""
+    if requested:
+        if importlib.util.find_spec(requested) is None:
+            raise SystemExit(
+                f"kerasllm: --backend {requested} is not installed; install it with "
+                f"`pip install -e \".[{requested}]\"` (or pick another of {', '.join(BACKENDS)})."
+            )
+        os.environ["KERAS_BACKEND"] = requested
+        return requested
+    if os.environ.get("KERAS_BACKEND"):
+        return os.environ["KERAS_BACKEND"]
+    keras_config = os.path.join(os.path.expanduser(os.environ.get("KERAS_HOME", "~/.keras")), "keras.json")
+    if os.path.exists(keras_config):
+        return None  # Keras reads the user's own choice from keras.json
+    for backend in BACKENDS:
+        if importlib.util.find_spec(backend) is not None:
+            os.environ["KERAS_BACKEND"] = backend
+            return backend
+    raise SystemExit(
+        "kerasllm: no Keras backend is installed. Install one, e.g. `pip install -e \".[jax]\"` "
+        "(or .[torch], .[tensorflow])."
+    )
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="kerasllm",
+        description="Train, sample from and evaluate Transformer language models with Keras 3.",
+    )
+    parser.add_argument("--backend", choices=BACKENDS, help="Keras backend (sets KERAS_BACKEND).")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    train = commands.add_parser("train", help="Train a language model (default: tiny model on Shakespeare).")
+    train.add_argument("--backend", choices=BACKENDS, default=argparse.SUPPRESS, help="Keras backend.")
+    train.add_argument("--preset", default="tiny", help="CausalLM preset (tiny, small, gpt2-124m, tiny-llama, ...).")
+    train.add_argument("--data", help="Text file or folder of .txt/.md files. Default: the built-in Shakespeare.")
+    train.add_argument("--steps", type=int, default=600, help="Optimizer steps. Default: 600.")
+    train.add_argument("--batch-size", type=int, default=32, help="Sequences per batch. Default: 32.")
+    train.add_argument("--seq-len", type=int, default=128, help="Tokens per sequence. Default: 128.")
+    train.add_argument("--precision", choices=PRECISIONS, default="float32", help="Dtype policy. Default: float32.")
+    train.add_argument("--learning-rate", type=float, default=2e-3, help="Peak learning rate. Default: 2e-3.")
+    train.add_argument("--warmup-steps", type=int, default=None, help="Warmup steps. Default: 5%% of --steps.")
+    train.add_argument("--weight-decay", type=float, default=0.1, help="AdamW weight decay. Default: 0.1.")
+    train.add_argument("--gradient-accumulation-steps", type=int, default=None, help="Micro-batches per update.")
+    train.add_argument("--tokenizer", choices=("bpe", "char"), default="bpe", help="Tokenizer kind. Default: bpe.")
+    train.add_argument("--vocabulary-size", type=int, default=2048, help="BPE vocabulary size. Default: 2048.")
+    train.add_argument("--validation-fraction", type=float, default=0.1, help="Held-out share. Default: 0.1.")
+    train.add_argument("--output", default="runs", help="Folder for runs. Default: runs.")
+    train.add_argument("--name", help="Run name. Default: <preset>-<date>-<time>.")
+    train.add_argument("--prompt", default="ROMEO:", help="Prompt for the sample printed at the end.")
+    train.add_argument("--sample-tokens", type=int, default=120, help="Tokens in the final sample. Default: 120.")
+    train.add_argument("--seed", type=int, default=0, help="Seed for data order, initialisation and sampling.")
+
+    generate = commands.add_parser("generate", help="Continue a prompt with a trained model.")
+    generate.add_argument("--backend", choices=BACKENDS, default=argparse.SUPPRESS, help="Keras backend.")
+    generate.add_argument("--model", required=True, help="A run folder or a .keras file.")
+    generate.add_argument("--tokenizer", help="Tokenizer folder. Default: the run's tokenizer/.")
+    generate.add_argument("--prompt", default="ROMEO:", help="Text to continue.")
+    generate.add_argument("--max-new-tokens", type=int, default=200)
+    generate.add_argument("--temperature", type=float, default=0.8)
+    generate.add_argument("--top-k", type=int, default=40)
+    generate.add_argument("--top-p", type=float, default=None)
+    generate.add_argument("--greedy", action="store_true", help="Always pick the most likely token.")
+    generate.add_argument("--seed", type=int, default=None)
+
+    evaluate = commands.add_parser("evaluate", help="Validation loss, perplexity and token accuracy.")
+    evaluate.add_argument("--backend", choices=BACKENDS, default=argparse.SUPPRESS, help="Keras backend.")
+    evaluate.add_argument("--model", required=True, help="A run folder or a .keras file.")
+    evaluate.add_argument("--tokenizer", help="Tokenizer folder. Default: the run's tokenizer/.")
+    evaluate.add_argument("--data", help="Text to evaluate on. Default: the run's own validation split.")
+    evaluate.add_argument("--seq-len", type=int, default=None, help="Default: the run's sequence length.")
+    evaluate.add_argument("--batch-size", type=int, default=None, help="Default: the run's batch size.")
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    choose_backend(getattr(args, "backend", None))
+    if args.command == "train":
+        from kerasllm.cli.train import train
+
+        return train(args)
+    if args.command == "generate":
+        from kerasllm.cli.generate import generate
+
+        return generate(args)
+    from kerasllm.cli.evaluate import evaluate
+
+    return evaluate(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
