@@ -1,0 +1,43 @@
+"""Every documented public name exists: names in the docs and the issues are promises to users."""
+
+import pathlib
+import re
+
+import kerasllm
+
+PUBLIC = {
+    "models": ["CausalLM", "MaskedLM", "SequenceClassifier", "TransformerBackbone"],
+    "layers": ["TokenEmbedding", "PositionEmbedding", "RotaryEmbedding", "SelfAttention", "FeedForward",
+               "DecoderBlock", "EncoderBlock", "LayerNormalization", "RMSNormalization"],
+    "losses": ["CausalLMLoss", "MaskedLMLoss", "sparse_cross_entropy", "IGNORE_INDEX"],
+    "metrics": ["Perplexity", "MaskedAccuracy"],
+    "tokenizers": ["Tokenizer", "BytePairTokenizer", "CharacterTokenizer", "load"],
+    "data": ["load_text", "LanguageModelingDataset", "language_modeling_splits", "pack_documents", "pad_sequences",
+             "mask_tokens", "MaskedLanguageModelingDataset", "masked_language_modeling_splits", "IGNORE_INDEX"],
+    "datasets": ["shakespeare", "shakespeare_plays"],
+    "optimizers": ["AdamW", "create_optimizer"],
+    "callbacks": ["TrainingLogger"],
+}
+
+
+def test_public_names_exist_and_are_exported():
+    for module_name, names in PUBLIC.items():
+        module = getattr(kerasllm, module_name)
+        for name in names:
+            assert hasattr(module, name), f"kerasllm.{module_name}.{name} is missing"
+            assert name in module.__all__, f"kerasllm.{module_name}.__all__ lacks {name}"
+
+
+def test_ignore_index_is_one_value():
+    assert kerasllm.losses.IGNORE_INDEX == kerasllm.data.IGNORE_INDEX == -100
+
+
+def test_every_api_page_directive_resolves():
+    docs = pathlib.Path(__file__).resolve().parents[1] / "docs" / "api"
+    for page in docs.glob("*.md"):
+        for target in re.findall(r"^::: ([\w.]+)", page.read_text(), flags=re.M):
+            module_path, _, name = target.rpartition(".")
+            obj = kerasllm
+            for part in target.split(".")[1:]:
+                obj = getattr(obj, part, None)
+                assert obj is not None, f"{page.name}: {target} does not exist"
