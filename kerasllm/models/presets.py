@@ -38,13 +38,5 @@ CAUSAL_LM_PRESETS = {
     ),
 }
 
-MASKED_LM_PRESETS = {
-    "tiny": dict(
-        vocabulary_size=2048, num_layers=4, num_heads=4, hidden_dim=128, intermediate_dim=512,
-        max_sequence_length=256, **GPT2_STYLE,
-    ),
-    "small": dict(
-        vocabulary_size=8192, num_layers=6, num_heads=8, hidden_dim=512, intermediate_dim=2048,
-        max_sequence_length=512, **GPT2_STYLE,
-    ),
-}
+# The encoder presets share the GPT-2 style decoder shapes (bidirectional blocks instead of causal).
+MASKED_LM_PRESETS = {name: CAUSAL_LM_PRESETS[name] for name in ("tiny", "small")}
