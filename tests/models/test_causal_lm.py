@@ -224,3 +224,21 @@ def test_bad_architecture_arguments():
         build(position_embedding="alibi")
     with pytest.raises(ValueError, match="divisible"):
         build(hidden_dim=18)
+
+
+def test_fit_rejects_a_dataset_built_for_a_larger_vocabulary_or_longer_sequences():
+    tokens = np.arange(2000) % 50
+    data = kerasllm.data.LanguageModelingDataset(tokens, sequence_length=8, batch_size=4, vocabulary_size=50)
+    model = build()  # vocabulary 37
+    model.compile(optimizer="adam", loss=kerasllm.losses.CausalLMLoss())
+    with pytest.raises(ValueError, match="dataset has a vocabulary of 50"):
+        model.fit(data, epochs=1, verbose=0)
+    long = kerasllm.data.LanguageModelingDataset(tokens % 37, sequence_length=30, batch_size=4, vocabulary_size=37)
+    with pytest.raises(ValueError, match="longer than the model's max_sequence_length"):
+        model.fit(long, epochs=1, verbose=0)
+
+
+def test_empty_inputs_are_rejected():
+    model = build()
+    with pytest.raises(ValueError, match="empty"):
+        model.predict(np.zeros((0, 8), "int32"), verbose=0)
