@@ -44,14 +44,17 @@ def train(args):
     model = kerasllm.models.CausalLM.from_preset(args.preset, **overrides)
     print(f"model: CausalLM preset {args.preset!r}, {model.count_params():,} parameters, {args.precision}")
 
+    # fit() runs whole epochs of `steps_per_epoch`; split --steps evenly over as many passes over the
+    # data as it needs (the last pass may round up by fewer than `epochs` steps).
+    epochs = math.ceil(args.steps / len(train_data))
+    steps_per_epoch = math.ceil(args.steps / epochs)
+    total_steps = epochs * steps_per_epoch
     optimizer = kerasllm.optimizers.create_optimizer(
-        learning_rate=args.learning_rate, total_steps=args.steps, warmup_steps=args.warmup_steps,
+        learning_rate=args.learning_rate, total_steps=total_steps, warmup_steps=args.warmup_steps,
         weight_decay=args.weight_decay, gradient_accumulation_steps=args.gradient_accumulation_steps,
     )
     model.compile(optimizer=optimizer, loss=kerasllm.losses.CausalLMLoss(),
                   metrics=[kerasllm.metrics.Perplexity()])
-    steps_per_epoch = min(args.steps, len(train_data))
-    epochs = math.ceil(args.steps / steps_per_epoch)
     with open(os.path.join(run_dir, run_folder.CONFIG_FILE), "w") as f:
         json.dump({**vars(args), "backend": keras.backend.backend(), "name": name}, f, indent=2)
 
@@ -61,8 +64,8 @@ def train(args):
         callbacks=[kerasllm.callbacks.TrainingLogger(run_dir, every_n_steps=1)], verbose=1,
     )
     seconds = time.time() - start
-    tokens = args.steps * args.batch_size * args.seq_len
-    print(f"trained {args.steps} steps in {seconds:.0f}s ({tokens / seconds:,.0f} tokens/s)")
+    tokens = total_steps * args.batch_size * args.seq_len
+    print(f"trained {total_steps} steps in {seconds:.0f}s ({tokens / seconds:,.0f} tokens/s)")
 
     results = {}
     if val_data is not None:
