@@ -242,3 +242,27 @@ def test_empty_inputs_are_rejected():
     model = build()
     with pytest.raises(ValueError, match="empty"):
         model.predict(np.zeros((0, 8), "int32"), verbose=0)
+
+
+def test_a_model_saved_on_this_backend_loads_on_the_others(tmp_path):
+    import importlib.util
+    import os
+    import subprocess
+    import sys
+
+    model = build("llama")
+    model.save(tmp_path / "m.keras")
+    x = ids()
+    np.save(tmp_path / "x.npy", x)
+    expected = np_(model(x))
+    code = (
+        "import keras, numpy as np, kerasllm\n"
+        f"m = keras.saving.load_model({str(tmp_path / 'm.keras')!r})\n"
+        f"np.save({str(tmp_path / 'y.npy')!r}, keras.ops.convert_to_numpy(m(np.load({str(tmp_path / 'x.npy')!r}))))\n"
+    )
+    others = [b for b in ("jax", "torch", "tensorflow") if b != keras.backend.backend() and importlib.util.find_spec(b)]
+    for backend in others:
+        env = dict(os.environ, KERAS_BACKEND=backend)
+        result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-2000:]
+        np.testing.assert_allclose(np.load(tmp_path / "y.npy"), expected, atol=1e-5)
