@@ -1,41 +1,29 @@
-"""Argument parsing and backend selection for the `kerasllm` command.
-
-Nothing here imports Keras: `--backend` must set `KERAS_BACKEND` before Keras is first imported, so
-the commands import kerasllm only once the backend is settled.
-"""
+"""Argument parsing and backend selection for the `kerasllm` command."""
 
 import argparse
-import importlib.util
 import os
 import sys
 
-BACKENDS = ("jax", "torch", "tensorflow")
+from kerasllm.backend_selection import BACKENDS, installed
+
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16", "bfloat16")
 
 
-def choose_backend(requested):
-    """Sets `KERAS_BACKEND`: the requested one, else the user's setting, else the first installed."""
-    if requested:
-        if importlib.util.find_spec(requested) is None:
-            raise SystemExit(
-                f"kerasllm: --backend {requested} is not installed; install it with "
-                f"`pip install -e \".[{requested}]\"` (or pick another of {', '.join(BACKENDS)})."
-            )
-        os.environ["KERAS_BACKEND"] = requested
-        return requested
-    if os.environ.get("KERAS_BACKEND"):
-        return os.environ["KERAS_BACKEND"]
-    keras_config = os.path.join(os.path.expanduser(os.environ.get("KERAS_HOME", "~/.keras")), "keras.json")
-    if os.path.exists(keras_config):
-        return None  # Keras reads the user's own choice from keras.json
-    for backend in BACKENDS:
-        if importlib.util.find_spec(backend) is not None:
-            os.environ["KERAS_BACKEND"] = backend
-            return backend
-    raise SystemExit(
-        "kerasllm: no Keras backend is installed. Install one, e.g. `pip install -e \".[jax]\"` "
-        "(or .[torch], .[tensorflow])."
-    )
+def use_backend(requested, argv):
+    """Runs the command on `requested`: Keras fixes its backend at first import, which happened when
+    the kerasllm package was imported, so a different backend means starting the process again."""
+    if not requested:
+        return
+    if not installed(requested):
+        raise SystemExit(
+            f"kerasllm: --backend {requested} is not installed; install it with "
+            f"`pip install -e \".[{requested}]\"` (or pick another of {', '.join(BACKENDS)})."
+        )
+    import keras
+
+    if keras.backend.backend() != requested:
+        env = dict(os.environ, KERAS_BACKEND=requested)
+        os.execve(sys.executable, [sys.executable, "-m", "kerasllm", *argv], env)
 
 
 def build_parser():
@@ -66,6 +54,13 @@ def build_parser():
     train.add_argument("--prompt", default="ROMEO:", help="Prompt for the sample printed at the end.")
     train.add_argument("--sample-tokens", type=int, default=120, help="Tokens in the final sample. Default: 120.")
     train.add_argument("--seed", type=int, default=0, help="Seed for data order, initialisation and sampling.")
+    train.add_argument("--checkpoint-every", type=int, default=None,
+                       help="Save an exact-resume checkpoint every N steps in <run>/checkpoints. Default: off.")
+    train.add_argument("--resume", action="store_true",
+                       help="Continue the run --output/--name from its newest checkpoint (same arguments).")
+
+    info = commands.add_parser("info", help="Print versions and the Keras backend in use.")
+    info.add_argument("--backend", choices=BACKENDS, default=argparse.SUPPRESS, help="Keras backend.")
 
     generate = commands.add_parser("generate", help="Continue a prompt with a trained model.")
     generate.add_argument("--backend", choices=BACKENDS, default=argparse.SUPPRESS, help="Keras backend.")
@@ -91,11 +86,19 @@ def build_parser():
 
 def main(argv=None):
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 2
-    choose_backend(getattr(args, "backend", None))
+    use_backend(getattr(args, "backend", None), argv)
+    if args.command == "info":
+        import keras
+
+        import kerasllm
+
+        print(f"kerasllm {kerasllm.__version__} | Keras {keras.__version__} | backend {keras.backend.backend()}")
+        return 0
     if args.command == "train":
         from kerasllm.cli.train import train
 
