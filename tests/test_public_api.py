@@ -9,14 +9,15 @@ PUBLIC = {
     "models": ["CausalLM", "MaskedLM", "SequenceClassifier", "TransformerBackbone"],
     "layers": ["TokenEmbedding", "PositionEmbedding", "RotaryEmbedding", "SelfAttention", "FeedForward",
                "DecoderBlock", "EncoderBlock", "LayerNormalization", "RMSNormalization"],
-    "losses": ["CausalLMLoss", "MaskedLMLoss", "sparse_cross_entropy", "IGNORE_INDEX"],
+    "losses": ["CausalLMLoss", "MaskedLMLoss", "sparse_cross_entropy", "IGNORE_INDEX", "DistillationLoss",
+               "distillation"],
     "metrics": ["Perplexity", "MaskedAccuracy"],
     "tokenizers": ["Tokenizer", "BytePairTokenizer", "CharacterTokenizer", "load"],
     "data": ["load_text", "LanguageModelingDataset", "language_modeling_splits", "pack_documents", "pad_sequences",
              "mask_tokens", "MaskedLanguageModelingDataset", "masked_language_modeling_splits", "IGNORE_INDEX"],
     "datasets": ["shakespeare", "shakespeare_plays"],
     "optimizers": ["AdamW", "create_optimizer"],
-    "callbacks": ["TrainingLogger"],
+    "callbacks": ["TrainingLogger", "Distillation", "Checkpoint", "CheckpointError", "NonFiniteGuard"],
 }
 
 

@@ -1,5 +1,8 @@
 """Callbacks that schedule and record training."""
 
+from kerasllm.callbacks.checkpoint import Checkpoint, CheckpointError
+from kerasllm.callbacks.non_finite_guard import NonFiniteGuard
 from kerasllm.callbacks.training_logger import TrainingLogger
+from kerasllm.callbacks.distillation import Distillation
 
-__all__ = ["TrainingLogger"]
+__all__ = ["Checkpoint", "CheckpointError", "NonFiniteGuard", "TrainingLogger", "Distillation"]

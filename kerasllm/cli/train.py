@@ -5,19 +5,34 @@ import math
 import os
 import time
 
+import keras
+
 
 def train(args):
-    import keras
-
     import kerasllm
     from kerasllm.cli import run_folder
 
-    for name in ("steps", "batch_size", "seq_len", "vocabulary_size", "sample_tokens"):
-        if getattr(args, name) is not None and getattr(args, name) <= 0:
+    checkpoint_every = getattr(args, "checkpoint_every", None)
+    resume = getattr(args, "resume", False)
+    for name in ("steps", "batch_size", "seq_len", "vocabulary_size", "sample_tokens", "checkpoint_every"):
+        if getattr(args, name, None) is not None and getattr(args, name) <= 0:
             raise SystemExit(f"kerasllm: --{name.replace('_', '-')} must be a positive integer.")
+    if resume and not args.name:
+        raise SystemExit("kerasllm: --resume needs the --name (and --output) of the run to continue.")
     keras.utils.set_random_seed(args.seed)
     name = args.name or f"{args.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir = os.path.join(args.output, name)
+    checkpoint_dir = os.path.join(run_dir, "checkpoints")
+    latest = kerasllm.callbacks.Checkpoint.latest(checkpoint_dir)
+    if resume and latest is None:
+        raise SystemExit(f"kerasllm: --resume: no complete checkpoint in {checkpoint_dir}.")
+    if latest is not None and not resume:
+        raise SystemExit(
+            f"kerasllm: {checkpoint_dir} holds checkpoints of an earlier run. Pass --resume (with the same "
+            "arguments) to continue it, or choose another --name."
+        )
+    if resume and checkpoint_every is None:
+        checkpoint_every = 100
     os.makedirs(run_dir, exist_ok=True)
     print(f"kerasllm {kerasllm.__version__} | Keras {keras.__version__} | backend {keras.backend.backend()}")
 
@@ -44,11 +59,10 @@ def train(args):
     model = kerasllm.models.CausalLM.from_preset(args.preset, **overrides)
     print(f"model: CausalLM preset {args.preset!r}, {model.count_params():,} parameters, {args.precision}")
 
-    # fit() runs whole epochs of `steps_per_epoch`; split --steps evenly over as many passes over the
-    # data as it needs (the last pass may round up by fewer than `epochs` steps).
+    # fit() runs whole passes over the data (Keras does not restart a dataset when `steps_per_epoch`
+    # is shorter than it) and a callback stops it after exactly --steps.
     epochs = math.ceil(args.steps / len(train_data))
-    steps_per_epoch = math.ceil(args.steps / epochs)
-    total_steps = epochs * steps_per_epoch
+    total_steps = args.steps
     optimizer = kerasllm.optimizers.create_optimizer(
         learning_rate=args.learning_rate, total_steps=total_steps, warmup_steps=args.warmup_steps,
         weight_decay=args.weight_decay, gradient_accumulation_steps=args.gradient_accumulation_steps,
@@ -58,11 +72,25 @@ def train(args):
     with open(os.path.join(run_dir, run_folder.CONFIG_FILE), "w") as f:
         json.dump({**vars(args), "backend": keras.backend.backend(), "name": name}, f, indent=2)
 
+    callbacks = [kerasllm.callbacks.TrainingLogger(run_dir, every_n_steps=1)]
+    # The datasets shuffle their windows every epoch themselves; Keras's extra batch shuffling would
+    # also make the order impossible to replay on resume.
+    fit_kwargs = dict(epochs=epochs, shuffle=False)
+    if checkpoint_every:
+        checkpoint = kerasllm.callbacks.Checkpoint(checkpoint_dir, every_n_steps=checkpoint_every,
+                                                   dataset=train_data)
+        callbacks = [checkpoint, _StopAtStep(total_steps, lambda: checkpoint.step), *callbacks]
+        if resume:
+            print(f"resuming from {latest['path']} (step {latest['step']} of {total_steps})")
+    else:
+        callbacks = [_StopAtStep(total_steps), *callbacks]
+
     start = time.time()
-    model.fit(
-        train_data, validation_data=val_data, epochs=epochs, steps_per_epoch=steps_per_epoch,
-        callbacks=[kerasllm.callbacks.TrainingLogger(run_dir, every_n_steps=1)], verbose=1,
-    )
+    if not (resume and latest["step"] >= total_steps):  # else every step is done: only the final outputs
+        model.fit(train_data, validation_data=val_data, callbacks=callbacks, verbose=1, **fit_kwargs)
+    else:
+        checkpoint.set_model(model)
+        checkpoint.restore(latest["path"])
     seconds = time.time() - start
     tokens = total_steps * args.batch_size * args.seq_len
     print(f"trained {total_steps} steps in {seconds:.0f}s ({tokens / seconds:,.0f} tokens/s)")
@@ -84,3 +112,19 @@ def train(args):
     print(f"saved tokenizer: {os.path.join(run_dir, run_folder.TOKENIZER_DIR)}")
     print(f"history: {os.path.join(run_dir, 'history.csv')} | loss curve: {os.path.join(run_dir, 'loss.png')}")
     return 0
+
+
+class _StopAtStep(keras.callbacks.Callback):
+    """Stops `fit` after `steps` training steps (counted by itself, or by `count`, e.g. a checkpoint's
+    step counter, which survives a resume)."""
+
+    def __init__(self, steps, count=None):
+        super().__init__()
+        self.steps = steps
+        self.count = count
+        self.done = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.done += 1
+        if (self.count() if self.count else self.done) >= self.steps:
+            self.model.stop_training = True

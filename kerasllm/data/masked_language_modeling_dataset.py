@@ -78,16 +78,38 @@ class MaskedLanguageModelingDataset(keras.utils.PyDataset):
         )
         self.num_windows = len(self._windows)
         self.epoch = 0
+        self.start_batch = 0
         self._order = window_order(self.num_windows, self.shuffle, self.seed, self.epoch)
         mask_tokens(self._windows[:1], mask_token_id, self.vocabulary_size, mask_probability,
                     self.special_token_ids, seed=0)  # Fails now, not mid-epoch, on bad masking arguments.
 
-    def __len__(self):
+    @property
+    def batches_per_epoch(self):
+        """Batches in a whole epoch (`len()` is less in an epoch resumed with `set_position`)."""
         return self.num_windows // self.batch_size
+
+    def __len__(self):
+        return self.batches_per_epoch - self.start_batch
+
+    def set_position(self, epoch, batch=0):
+        """Resumes at batch `batch` of epoch `epoch`: that epoch yields only its remaining batches.
+
+        Used by `kerasllm.callbacks.Checkpoint`: until the next `on_epoch_end`, `len()` is
+        `batches_per_epoch - batch` and index `i` gives the epoch's batch `batch + i`.
+        """
+        epoch, batch = int(epoch), int(batch)
+        if epoch < 0 or not 0 <= batch < self.batches_per_epoch:
+            raise ValueError(
+                f"Cannot resume at epoch {epoch}, batch {batch}: the epoch must be >= 0 and the batch in "
+                f"[0, {self.batches_per_epoch})."
+            )
+        self.epoch, self.start_batch = epoch, batch
+        self._order = window_order(self.num_windows, self.shuffle, self.seed, self.epoch)
 
     def __getitem__(self, index):
         if not 0 <= index < len(self):
             raise IndexError(f"Batch index {index} is out of range for {len(self)} batches.")
+        index = self.start_batch + index
         rows = self._windows[self._order[index * self.batch_size : (index + 1) * self.batch_size]]  # (B, T)
         masking_epoch = self.epoch if self.dynamic_masking else 0
         rng = np.random.default_rng([self.seed, masking_epoch, int(index)])
@@ -96,4 +118,5 @@ class MaskedLanguageModelingDataset(keras.utils.PyDataset):
 
     def on_epoch_end(self):
         self.epoch += 1
+        self.start_batch = 0
         self._order = window_order(self.num_windows, self.shuffle, self.seed, self.epoch)

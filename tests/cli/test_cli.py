@@ -29,7 +29,7 @@ def trained_run(tmp_path_factory):
     data = root / "corpus.txt"
     data.write_text("\n".join(SENTENCES * 60))
     result = run_cli(
-        "train", "--data", str(data), "--steps", "4", "--batch-size", "4", "--seq-len", "16",
+        "train", "--data", str(data), "--steps", "9", "--batch-size", "16", "--seq-len", "32",
         "--vocabulary-size", "300", "--output", str(root / "runs"), "--name", "smoke", "--sample-tokens", "5",
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -44,7 +44,8 @@ def test_train_writes_model_tokenizer_history_and_plot(trained_run):
     assert "validation perplexity" in stdout and "saved model" in stdout and "ROMEO:" in stdout
     with open(run_dir / "history.csv") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 4
+    assert len(rows) == 9  # exactly --steps, although that is more than one pass over the data
+    assert rows[-1]["epoch"] != rows[0]["epoch"]
     assert {"loss", "perplexity", "learning_rate", "gradient_norm"} <= set(rows[0])
     assert float(rows[-1]["gradient_norm"]) > 0
     results = json.loads((run_dir / "results.json").read_text())
