@@ -1,12 +1,11 @@
 """`LanguageModelingDataset`: next-token prediction batches from a token stream."""
 
-import keras
 import numpy as np
 
-from kerasllm.data.windows import check_positive_int, cut_windows, window_order
+from kerasllm.data.windows import WindowedDataset, check_positive_int, cut_windows
 
 
-class LanguageModelingDataset(keras.utils.PyDataset):
+class LanguageModelingDataset(WindowedDataset):
     """Batches `(x, y)` for next-token prediction, cut from one long token stream.
 
     The stream is cut into non-overlapping windows of `sequence_length + 1` tokens; a window `w` gives
@@ -54,42 +53,8 @@ class LanguageModelingDataset(keras.utils.PyDataset):
                 f"batch_size={self.batch_size}"
             ),
         )
-        self.num_windows = len(self._windows)
-        self.epoch = 0
-        self.start_batch = 0
-        self._order = window_order(self.num_windows, self.shuffle, self.seed, self.epoch)
-
-    @property
-    def batches_per_epoch(self):
-        """Batches in a whole epoch (`len()` is less in an epoch resumed with `set_position`)."""
-        return self.num_windows // self.batch_size
-
-    def __len__(self):
-        return self.batches_per_epoch - self.start_batch
-
-    def set_position(self, epoch, batch=0):
-        """Resumes at batch `batch` of epoch `epoch`: that epoch yields only its remaining batches.
-
-        Used by `kerasllm.callbacks.Checkpoint`: until the next `on_epoch_end`, `len()` is
-        `batches_per_epoch - batch` and index `i` gives the epoch's batch `batch + i`.
-        """
-        epoch, batch = int(epoch), int(batch)
-        if epoch < 0 or not 0 <= batch < self.batches_per_epoch:
-            raise ValueError(
-                f"Cannot resume at epoch {epoch}, batch {batch}: the epoch must be >= 0 and the batch in "
-                f"[0, {self.batches_per_epoch})."
-            )
-        self.epoch, self.start_batch = epoch, batch
-        self._order = window_order(self.num_windows, self.shuffle, self.seed, self.epoch)
+        self._start_epochs()
 
     def __getitem__(self, index):
-        if not 0 <= index < len(self):
-            raise IndexError(f"Batch index {index} is out of range for {len(self)} batches.")
-        index = self.start_batch + index
-        rows = self._windows[self._order[index * self.batch_size : (index + 1) * self.batch_size]]
+        _, rows = self._batch_rows(index)
         return np.ascontiguousarray(rows[:, :-1]), np.ascontiguousarray(rows[:, 1:])  # (B, T), (B, T)
-
-    def on_epoch_end(self):
-        self.epoch += 1
-        self.start_batch = 0
-        self._order = window_order(self.num_windows, self.shuffle, self.seed, self.epoch)

@@ -1,13 +1,12 @@
 """`MaskedLanguageModelingDataset`: BERT-style masked-token batches from a token stream."""
 
-import keras
 import numpy as np
 
 from kerasllm.data.masking import mask_tokens
-from kerasllm.data.windows import check_positive_int, cut_windows, window_order
+from kerasllm.data.windows import WindowedDataset, check_positive_int, cut_windows
 
 
-class MaskedLanguageModelingDataset(keras.utils.PyDataset):
+class MaskedLanguageModelingDataset(WindowedDataset):
     """Batches `(inputs, labels)` for masked language modeling, cut from one long token stream.
 
     The stream is cut into non-overlapping windows of `sequence_length` tokens (the partial last batch is
@@ -76,47 +75,13 @@ class MaskedLanguageModelingDataset(keras.utils.PyDataset):
             token_ids, self.sequence_length, self.batch_size, self.vocabulary_size,
             what=f"sequence_length={self.sequence_length} with batch_size={self.batch_size}",
         )
-        self.num_windows = len(self._windows)
-        self.epoch = 0
-        self.start_batch = 0
-        self._order = window_order(self.num_windows, self.shuffle, self.seed, self.epoch)
+        self._start_epochs()
         mask_tokens(self._windows[:1], mask_token_id, self.vocabulary_size, mask_probability,
                     self.special_token_ids, seed=0)  # Fails now, not mid-epoch, on bad masking arguments.
 
-    @property
-    def batches_per_epoch(self):
-        """Batches in a whole epoch (`len()` is less in an epoch resumed with `set_position`)."""
-        return self.num_windows // self.batch_size
-
-    def __len__(self):
-        return self.batches_per_epoch - self.start_batch
-
-    def set_position(self, epoch, batch=0):
-        """Resumes at batch `batch` of epoch `epoch`: that epoch yields only its remaining batches.
-
-        Used by `kerasllm.callbacks.Checkpoint`: until the next `on_epoch_end`, `len()` is
-        `batches_per_epoch - batch` and index `i` gives the epoch's batch `batch + i`.
-        """
-        epoch, batch = int(epoch), int(batch)
-        if epoch < 0 or not 0 <= batch < self.batches_per_epoch:
-            raise ValueError(
-                f"Cannot resume at epoch {epoch}, batch {batch}: the epoch must be >= 0 and the batch in "
-                f"[0, {self.batches_per_epoch})."
-            )
-        self.epoch, self.start_batch = epoch, batch
-        self._order = window_order(self.num_windows, self.shuffle, self.seed, self.epoch)
-
     def __getitem__(self, index):
-        if not 0 <= index < len(self):
-            raise IndexError(f"Batch index {index} is out of range for {len(self)} batches.")
-        index = self.start_batch + index
-        rows = self._windows[self._order[index * self.batch_size : (index + 1) * self.batch_size]]  # (B, T)
+        index, rows = self._batch_rows(index)  # rows: (B, T)
         masking_epoch = self.epoch if self.dynamic_masking else 0
         rng = np.random.default_rng([self.seed, masking_epoch, int(index)])
         return mask_tokens(rows, self.mask_token_id, self.vocabulary_size, self.mask_probability,
                            self.special_token_ids, seed=rng)
-
-    def on_epoch_end(self):
-        self.epoch += 1
-        self.start_batch = 0
-        self._order = window_order(self.num_windows, self.shuffle, self.seed, self.epoch)
