@@ -206,6 +206,14 @@ class LanguageModel(keras.Model):
             jit_compile = True
         super().compile(*args, jit_compile=jit_compile, **kwargs)
 
+    def compile_from_config(self, config):
+        # Keras skips restoring the compiled state of models that override `compile()`; ours only
+        # changes a default, so restore it exactly as `keras.Model.compile_from_config` does.
+        config = keras.saving.deserialize_keras_object(config)
+        self.compile(**config)
+        if hasattr(self, "optimizer") and self.built:
+            self.optimizer.build(self.trainable_variables)
+
     def fit(self, x=None, y=None, *args, **kwargs):
         self._check_data(x)
         validation_data = kwargs.get("validation_data")

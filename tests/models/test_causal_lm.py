@@ -266,3 +266,20 @@ def test_a_model_saved_on_this_backend_loads_on_the_others(tmp_path):
         result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
         assert result.returncode == 0, result.stderr[-2000:]
         np.testing.assert_allclose(np.load(tmp_path / "y.npy"), expected, atol=1e-5)
+
+
+def test_compiled_model_reloads_compiled_with_its_optimizer_state(tmp_path):
+    import warnings
+
+    model = build()
+    model.compile(optimizer=kerasllm.optimizers.create_optimizer(1e-3, total_steps=10),
+                  loss=kerasllm.losses.CausalLMLoss(), metrics=[kerasllm.metrics.Perplexity()])
+    x = ids(batch=4, length=8)
+    model.fit(x, x, epochs=1, verbose=0)
+    model.save(tmp_path / "m.keras")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        restored = keras.saving.load_model(tmp_path / "m.keras")
+    assert restored.compiled and isinstance(restored.loss, kerasllm.losses.CausalLMLoss)
+    assert int(restored.optimizer.iterations.numpy()) == 1
+    np.testing.assert_array_equal(np_(restored.optimizer.variables[-1]), np_(model.optimizer.variables[-1]))
