@@ -6,7 +6,7 @@ import re
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
-from kerasllm.tokenizers.tokenizer import Tokenizer, _check_text, _check_texts
+from kerasllm.tokenizers.tokenizer import Tokenizer, _check_text, _check_texts, _training_texts
 
 HF_FILENAME = "tokenizer.json"
 DEFAULT_SPECIAL_TOKENS = ("<|pad|>", "<|endoftext|>", "<|mask|>")
@@ -96,12 +96,7 @@ class BytePairTokenizer(Tokenizer):
         Returns:
             A `BytePairTokenizer`.
         """
-        texts = [text] if isinstance(text, str) else _check_texts(text)
-        if not any(texts):
-            raise ValueError(
-                "Cannot train a tokenizer on empty text. Pass the training corpus as a str or a list of str "
-                "(e.g. `kerasllm.datasets.shakespeare()` or `kerasllm.data.load_text(path)`)."
-            )
+        texts = _training_texts(text)
         special_tokens = [str(token) for token in special_tokens]
         smallest = _BYTE_SYMBOLS + len(special_tokens)
         if not isinstance(vocabulary_size, int) or vocabulary_size < smallest:

@@ -4,7 +4,7 @@ import re
 
 import numpy as np
 
-from kerasllm.tokenizers.tokenizer import Tokenizer, _check_text, _check_texts
+from kerasllm.tokenizers.tokenizer import Tokenizer, _check_text, _training_texts
 
 DEFAULT_SPECIAL_TOKENS = ("<|pad|>", "<|endoftext|>", "<|mask|>", "<|unk|>")
 
@@ -92,12 +92,7 @@ class CharacterTokenizer(Tokenizer):
             A `CharacterTokenizer` whose vocabulary is the special tokens followed by the sorted unique
             characters of `text`.
         """
-        texts = [text] if isinstance(text, str) else _check_texts(text)
-        if not any(texts):
-            raise ValueError(
-                "Cannot train a tokenizer on empty text. Pass the training corpus as a str or a list of str "
-                "(e.g. `kerasllm.datasets.shakespeare()` or `kerasllm.data.load_text(path)`)."
-            )
+        texts = _training_texts(text)
         special_tokens = [str(token) for token in special_tokens]
         characters = sorted(set().union(*(set(t) for t in texts)))
         roles = {

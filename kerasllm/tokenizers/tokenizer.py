@@ -181,3 +181,14 @@ def _check_text(text):
             f"`encode` expects a str, but got a {type(text).__name__}. Use `encode_batch` for a list of texts."
         )
     return text
+
+
+def _training_texts(text):
+    """The training corpus as a non-empty list of str, for `train` of every tokenizer."""
+    texts = [text] if isinstance(text, str) else _check_texts(text)
+    if not any(texts):
+        raise ValueError(
+            "Cannot train a tokenizer on empty text. Pass the training corpus as a str or a list of str "
+            "(e.g. `kerasllm.datasets.shakespeare()` or `kerasllm.data.load_text(path)`)."
+        )
+    return texts
