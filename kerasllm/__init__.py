@@ -20,4 +20,5 @@ from kerasllm import metrics
 from kerasllm import models
 from kerasllm import optimizers
 from kerasllm import tokenizers
+from kerasllm import utils
 from kerasllm import callbacks

@@ -2,7 +2,6 @@
 
 import hashlib
 import json
-import math
 import os
 import shutil
 import warnings
@@ -10,6 +9,7 @@ import warnings
 import keras
 import numpy as np
 
+from kerasllm.callbacks.non_finite_guard import loss_is_finite
 from kerasllm.utils.atomic import atomic_directory, remove_stray_temporaries
 from kerasllm.utils.backend_rng import get_backend_rng_state, set_backend_rng_state
 from kerasllm.utils.rng_state import get_rng_state, set_rng_state
@@ -184,7 +184,7 @@ class Checkpoint(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         self.step += 1
         self._backend_rng = get_backend_rng_state()
-        self._last_loss_finite = _loss_is_finite(logs)
+        self._last_loss_finite = loss_is_finite(logs)
         if self.step % self.every_n_steps == 0:
             self._save_now(batch)
         self._batch = batch
@@ -347,13 +347,3 @@ def _load_npz(path):
 
 def _callback_key(index, callback):
     return f"{index}:{type(callback).__name__}"
-
-
-def _loss_is_finite(logs):
-    loss = (logs or {}).get("loss")
-    if loss is None:
-        return True
-    try:
-        return math.isfinite(float(keras.ops.convert_to_numpy(loss)))
-    except (TypeError, ValueError):
-        return True

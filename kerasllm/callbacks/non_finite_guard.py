@@ -65,7 +65,7 @@ class NonFiniteGuard(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         self.step += 1
-        if _is_finite((logs or {}).get("loss")):
+        if loss_is_finite(logs):
             self._consecutive = 0
             self._good = self._snapshot()
             return
@@ -111,7 +111,9 @@ class NonFiniteGuard(keras.callbacks.Callback):
         return cls(**config)
 
 
-def _is_finite(value):
+def loss_is_finite(logs):
+    """Whether the `loss` in a batch's logs is finite (true when there is none to read)."""
+    value = (logs or {}).get("loss")
     if value is None:
         return True
     try:

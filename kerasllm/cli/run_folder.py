@@ -34,13 +34,13 @@ def resolve(model_path, tokenizer_path=None):
 
 
 def load(model_path, tokenizer_path=None):
-    """Loads `(model, tokenizer, run_config)` (safe mode: no code is run from the file)."""
-    import keras
-
+    """Loads `(model, tokenizer, run_config)` (safe mode: no code is run from the file; a damaged file
+    is named in the error)."""
     import kerasllm
+    from kerasllm.utils import load_model
 
     model_file, tokenizer_dir, config = resolve(model_path, tokenizer_path)
-    model = keras.saving.load_model(model_file, safe_mode=True)
+    model = load_model(model_file)
     tokenizer = kerasllm.tokenizers.load(tokenizer_dir)
     if hasattr(model, "check_tokenizer"):
         model.check_tokenizer(tokenizer)
