@@ -1,0 +1,3 @@
+"""Quantization (post-training and quantization-aware), pruning and low-rank compression."""
+
+__all__ = []
