@@ -5,30 +5,54 @@ import inspect
 import keras
 from keras import ops
 
+from kerasllm.distillation.extra_layers import ExtraLayers
+from kerasllm.distillation.layer_outputs import LayerOutputRecorder
+from kerasllm.distillation.on_policy import continuation_mask
+from kerasllm.distillation.on_policy import sample_continuations
+from kerasllm.distillation.on_policy import uniform_noise
+from kerasllm.distillation.step_state import ScheduledValue
+from kerasllm.distillation.step_state import StepState
 from kerasllm.losses import distillation
+from kerasllm.losses import feature_distillation
 from kerasllm.losses.distillation_loss import DistillationLoss
 from kerasllm.losses.sparse_cross_entropy import IGNORE_INDEX
 from kerasllm.models.language_model import LanguageModel
 
 
 class Distillation(keras.callbacks.Callback):
-    """Trains the model towards a frozen teacher's logits as well as towards the labels.
+    """Trains the model towards a frozen teacher as well as towards the labels.
 
     For the duration of `fit()` the student's `compute_loss` is wrapped: inside the compiled training
     step it runs `teacher(x, training=False)`, stops its gradient, and returns
-    `alpha * distillation_loss + (1 - alpha) * label_loss`, where `label_loss` is what the student's
-    own `compute_loss` gives (the compiled loss, e.g. `kerasllm.losses.CausalLMLoss`, plus any
-    `add_loss` terms). The distillation loss is a `kerasllm.losses.DistillationLoss` averaged over the
-    positions whose label is not `ignore_index` and, for dict inputs, whose `padding_mask` is set,
-    weighted by the sample weights. Validation inside `fit()` uses the same combined loss. The
-    progress bar and `History` show `distillation_loss` and `label_loss` next to `loss`, and, when
-    scheduled, the current `distillation_temperature` and `distillation_alpha`.
+
+        alpha * distillation_loss + (1 - alpha) * label_loss
+              + feature_weight * feature_loss + attention_weight * attention_loss
+
+    where `label_loss` is what the student's own `compute_loss` gives (the compiled loss, e.g.
+    `kerasllm.losses.CausalLMLoss`, plus any `add_loss` terms). The distillation loss is a
+    `kerasllm.losses.DistillationLoss` averaged over the positions whose label is not `ignore_index`
+    and, for dict inputs, whose `padding_mask` is set, weighted by the sample weights. Validation inside
+    `fit()` uses the same combined loss. The progress bar and `History` show `distillation_loss`,
+    `label_loss` (and `feature_loss`, `attention_loss`, `on_policy_loss` when used) next to `loss`, and,
+    when scheduled, the current `distillation_temperature` and `distillation_alpha`.
+
+    Beyond the logits (kerasllm `CausalLM` / `MaskedLM` students and teachers):
+
+    - `features`: hidden states of student blocks are projected to the teacher's width by learned
+      `Dense` layers (trained with the student, dropped afterwards) and pulled towards the hidden
+      states of mapped teacher blocks (`kerasllm.losses.feature_distillation.hidden_state_mse`).
+    - `attention=True`: MiniLM-v2 relation transfer between the queries, keys and values of the last
+      attention layers (`kerasllm.losses.feature_distillation.attention_relation_kl`); works across
+      different widths and head counts.
+    - `on_policy_fraction`: for a causal student, that share of each training batch keeps its first
+      half and is continued by the student's own sampling inside the step; the teacher scores the
+      continuation and the distillation loss on those rows is taken over the sampled tokens (GKD).
 
     The teacher is set non-trainable during `fit()` (restored afterwards), runs in inference mode and
     never receives gradients; it may use another dtype policy (e.g. `"mixed_bfloat16"`). Its
     vocabulary must equal the student's. When training ends the student is plain again: the
-    wrapper, the loss trackers and the compiled step functions are removed, so `student.save()`
-    stores no teacher.
+    wrapper, the projections (and their optimizer slots), the loss trackers and the compiled step
+    functions are removed, so `student.save()` stores neither teacher nor projections.
 
     Args:
         teacher: built `keras.Model` mapping the student's inputs to logits `(B, T, V)`, e.g. a
@@ -46,6 +70,23 @@ class Distillation(keras.callbacks.Callback):
             beta, or `0.5`.
         top_k: int. Distil only over the teacher's `top_k` most likely tokens at each position,
             renormalized. Defaults to the loss object's `top_k`, or `None` (the whole vocabulary).
+        features: `None`, `"hidden_states"` or dict `{student_block: teacher_block}`. Hidden-state
+            distillation. `"hidden_states"` maps the student's block `i` (of `n`) to the teacher's block
+            `(i + 1) * N // n - 1` (of `N`), so every `N // n`-th teacher block is matched and the last
+            blocks meet; a dict gives block indices (negative ones count from the end). Defaults to
+            `None` (off).
+        feature_weight: float >= 0. Weight of the feature loss. Defaults to `1.0`.
+        attention: bool. MiniLM-v2 attention-relation transfer between the last blocks. Defaults to
+            `False`.
+        attention_weight: float >= 0. Weight of the attention loss. Defaults to `1.0`.
+        relation_heads: int. Relation heads of the attention transfer; must divide both models' query
+            and key/value widths. Defaults to the smaller of the two models' head counts.
+        on_policy_fraction: float in `[0, 1]`. Share of each training batch continued by the student's
+            own sampling (causal students only). Defaults to `0.0`.
+        on_policy_prompt_length: int. Tokens kept as the prompt of on-policy rows. Defaults to half the
+            sequence length.
+        on_policy_temperature: float > 0. Sampling temperature of on-policy rows. Defaults to `1.0`.
+        seed: int. Seed of the on-policy sampling. Defaults to `None` (Keras's global seed).
         ignore_index: int. Label value of positions that do not count. Defaults to `-100`.
         teacher_input_fn: callable `x -> teacher inputs`, for teachers that need other inputs than the
             student. Defaults to `None` (automatic, as above).
@@ -54,11 +95,15 @@ class Distillation(keras.callbacks.Callback):
 
     >>> student.compile(optimizer="adamw", loss=kerasllm.losses.CausalLMLoss())
     >>> student.fit(train, epochs=3, callbacks=[
-    ...     kerasllm.callbacks.Distillation(teacher, loss="reverse_kl", temperature=2.0, alpha=0.5)])
+    ...     kerasllm.callbacks.Distillation(teacher, loss="reverse_kl", temperature=2.0, alpha=0.5,
+    ...                                     features="hidden_states", attention=True)])
     >>> student.save("student.keras")  # a plain student
 
     References:
         - [Hinton et al., 2015, Distilling the Knowledge in a Neural Network](https://arxiv.org/abs/1503.02531)
+        - [Sanh et al., 2019, DistilBERT](https://arxiv.org/abs/1910.01108)
+        - [Wang et al., 2021, MiniLMv2](https://arxiv.org/abs/2012.15828)
+        - [Agarwal et al., 2024, On-Policy Distillation of Language Models (GKD)](https://arxiv.org/abs/2306.13649)
     """
 
     def __init__(
@@ -69,6 +114,15 @@ class Distillation(keras.callbacks.Callback):
         alpha=0.5,
         beta=None,
         top_k=None,
+        features=None,
+        feature_weight=1.0,
+        attention=False,
+        attention_weight=1.0,
+        relation_heads=None,
+        on_policy_fraction=0.0,
+        on_policy_prompt_length=None,
+        on_policy_temperature=1.0,
+        seed=None,
         ignore_index=IGNORE_INDEX,
         teacher_input_fn=None,
     ):
@@ -92,9 +146,19 @@ class Distillation(keras.callbacks.Callback):
         if not callable(temperature):
             distillation.check_temperature(temperature)
         if not callable(alpha):
-            _check_alpha(alpha)
+            _check_fraction(alpha, "alpha")
         if teacher_input_fn is not None and not callable(teacher_input_fn):
             raise ValueError(f"`teacher_input_fn` must be callable, but got {teacher_input_fn!r}.")
+        if features is not None and features != "hidden_states" and not isinstance(features, dict):
+            raise ValueError(
+                f"`features` must be None, 'hidden_states' or a dict {{student_block: teacher_block}}, but got "
+                f"{features!r}."
+            )
+        for name, value in (("feature_weight", feature_weight), ("attention_weight", attention_weight)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ValueError(f"`{name}` must be a number >= 0, but got {value!r}.")
+        _check_fraction(on_policy_fraction, "on_policy_fraction")
+        distillation.check_temperature(on_policy_temperature)
         self.teacher = teacher
         self.loss = loss
         self.kind = kind
@@ -102,6 +166,15 @@ class Distillation(keras.callbacks.Callback):
         self.alpha = alpha
         self.beta = float(beta)
         self.top_k = top_k
+        self.features = features
+        self.feature_weight = float(feature_weight)
+        self.attention = bool(attention)
+        self.attention_weight = float(attention_weight)
+        self.relation_heads = relation_heads
+        self.on_policy_fraction = float(on_policy_fraction)
+        self.on_policy_prompt_length = on_policy_prompt_length
+        self.on_policy_temperature = float(on_policy_temperature)
+        self.seed = seed
         self.ignore_index = int(ignore_index)
         self.teacher_input_fn = teacher_input_fn
         self._active = False
@@ -114,40 +187,33 @@ class Distillation(keras.callbacks.Callback):
         if isinstance(stale, Distillation):
             # A `fit()` that raised never called `on_train_end`: unwrap before wrapping again.
             stale._restore()
-        if not self.teacher.built:
-            raise ValueError("The teacher is not built: call it once on a batch (or load a trained one) first.")
-        teacher_vocabulary, student_vocabulary = _vocabulary_size(self.teacher), _vocabulary_size(model)
-        if None not in (teacher_vocabulary, student_vocabulary) and teacher_vocabulary != student_vocabulary:
-            raise ValueError(
-                f"Teacher and student must share a vocabulary, but the teacher has {teacher_vocabulary} "
-                f"tokens and the student {student_vocabulary}. Distil only between models trained with "
-                "the same tokenizer."
-            )
+        self._check_models(model)
         # Scheduled values live in metric variables: they are part of the state the compiled step
-        # receives on every backend (on JAX, `metrics_variables`), so new values need no retrace.
+        # receives on every backend, so new values need no retrace.
         self._scheduled = {}
         for name, schedule in (("temperature", self.temperature), ("alpha", self.alpha)):
             if callable(schedule):
                 value = self._evaluate(name, schedule, 0)
-                self._scheduled[name] = _ScheduledValue(value, name=f"distillation_{name}")
+                self._scheduled[name] = ScheduledValue(value, name=f"distillation_{name}")
         self._teacher_takes_dict = _takes_dict(self.teacher)
         self._teacher_was_trainable = self.teacher.trainable
         self.teacher.trainable = False
-
         self._step = 0
-        self._trackers = [
-            keras.metrics.Mean(name="distillation_loss"),
-            keras.metrics.Mean(name="label_loss"),
-        ]
-        self._added_metrics = self._trackers + list(self._scheduled.values())
+
+        tracked = ["distillation_loss", "label_loss"]
+        tracked += ["feature_loss"] if self.features is not None else []
+        tracked += ["attention_loss"] if self.attention else []
+        tracked += ["on_policy_loss"] if self.on_policy_fraction > 0 else []
+        self._trackers = {name: keras.metrics.Mean(name=name) for name in tracked}
+        self._seed_generator = keras.random.SeedGenerator(self.seed) if self.on_policy_fraction > 0 else None
+        self._added_metrics = list(self._trackers.values()) + list(self._scheduled.values())
         if keras.backend.backend() == "jax":
-            # JAX's compiled step is a pure function of the state `fit()` passes in; weights it merely
-            # closes over are baked into the program as constants (a GPT-2-sized teacher would be
-            # hundreds of MB of HLO). Listing the teacher's variables as metric variables makes them
-            # part of that state, unchanged by the step and written back when `fit()` syncs.
-            self._added_metrics.append(_TeacherState(self.teacher))
+            self._added_metrics.append(StepState(self._step_variables))
+        elif self._seed_generator is not None:
+            self._added_metrics.append(StepState(lambda: [self._seed_generator.state]))
         model._metrics.extend(self._added_metrics)
 
+        self._set_up_features(model)
         self._had_own_compute_loss = "compute_loss" in model.__dict__
         self._original_compute_loss = model.compute_loss
         self._original_has_training = "training" in inspect.signature(self._original_compute_loss).parameters
@@ -185,7 +251,9 @@ class Distillation(keras.callbacks.Callback):
             raise ValueError(
                 "Distillation needs a model that outputs one logits tensor of shape (batch, ..., vocabulary)."
             )
+        student_states = self._pop_states(self._student_recorder)
         teacher_logits = ops.stop_gradient(self.teacher(self._teacher_inputs(x), training=False))
+        teacher_states = self._pop_states(self._teacher_recorder)
         temperature = self._value("temperature")
         alpha = self._value("alpha")
         distillation_loss = distillation.distillation_loss(
@@ -198,13 +266,142 @@ class Distillation(keras.callbacks.Callback):
             sample_weight=sample_weight,
             top_k=self.top_k,
         )
-        label_loss = ops.cast(label_loss, "float32")
-        total = alpha * distillation_loss + (1.0 - alpha) * label_loss
+        values = {"label_loss": ops.cast(label_loss, "float32")}
+        if self.on_policy_fraction > 0 and training:
+            on_policy_loss = self._on_policy_loss(x, temperature)
+            values["on_policy_loss"] = on_policy_loss
+            fraction = self.on_policy_fraction
+            distillation_loss = (1.0 - fraction) * distillation_loss + fraction * on_policy_loss
+        values["distillation_loss"] = distillation_loss
+        total = alpha * distillation_loss + (1.0 - alpha) * values["label_loss"]
+        padding = _padding_mask(x)
+        if self.features is not None:
+            values["feature_loss"] = self._feature_loss(student_states, teacher_states, padding)
+            total = total + self.feature_weight * values["feature_loss"]
+        if self.attention:
+            values["attention_loss"] = self._attention_loss(student_states, teacher_states, padding)
+            total = total + self.attention_weight * values["attention_loss"]
 
         batch_size = ops.shape(y_pred)[0]
-        for tracker, value in zip(self._trackers, (distillation_loss, label_loss)):
-            tracker.update_state(ops.stop_gradient(value), sample_weight=batch_size)
+        for name, value in values.items():
+            self._trackers[name].update_state(ops.stop_gradient(value), sample_weight=batch_size)
         return total
+
+    def _feature_loss(self, student_states, teacher_states, padding):
+        losses = []
+        for i, (student_block, teacher_block) in enumerate(self._block_map):
+            projected = self._projections[i](student_states[("block", student_block)])
+            target = ops.stop_gradient(teacher_states[("block", teacher_block)])
+            losses.append(feature_distillation.hidden_state_mse(target, projected, mask=padding))
+        return ops.mean(ops.stack(losses))
+
+    def _attention_loss(self, student_states, teacher_states, padding):
+        loss = 0.0
+        for part in ("query", "key", "value"):
+            loss = loss + feature_distillation.attention_relation_kl(
+                ops.stop_gradient(teacher_states[("attention", part)]),
+                student_states[("attention", part)],
+                num_relation_heads=self._relation_heads,
+                mask=padding,
+                causal=getattr(self.model, "causal", False),
+            )
+        return loss
+
+    def _on_policy_loss(self, x, temperature):
+        token_ids = x["token_ids"] if isinstance(x, dict) else x
+        batch, length = token_ids.shape[0], token_ids.shape[1]
+        rows = max(1, round(self.on_policy_fraction * batch))
+        prompt_length = self.on_policy_prompt_length or length // 2
+        if not 1 <= prompt_length < length:
+            raise ValueError(
+                f"`on_policy_prompt_length` ({prompt_length}) must be in [1, sequence length {length})."
+            )
+        noise = uniform_noise((rows, length - prompt_length, self._vocabulary_size), self._seed_generator)
+        with self._recording_paused():
+            samples = sample_continuations(
+                self.model, token_ids[:rows], prompt_length, noise, temperature=self.on_policy_temperature
+            )
+            student_logits = self.model(samples, training=True)
+            teacher_logits = ops.stop_gradient(self.teacher(self._teacher_inputs(samples), training=False))
+        return distillation.distillation_loss(
+            teacher_logits,
+            student_logits,
+            kind=self.kind,
+            temperature=temperature,
+            beta=self.beta,
+            mask=continuation_mask(rows, length, prompt_length),
+            top_k=self.top_k,
+        )
+
+    # --- set-up -----------------------------------------------------------------------------------
+
+    def _check_models(self, model):
+        if not self.teacher.built:
+            raise ValueError("The teacher is not built: call it once on a batch (or load a trained one) first.")
+        teacher_vocabulary, student_vocabulary = _vocabulary_size(self.teacher), _vocabulary_size(model)
+        if None not in (teacher_vocabulary, student_vocabulary) and teacher_vocabulary != student_vocabulary:
+            raise ValueError(
+                f"Teacher and student must share a vocabulary, but the teacher has {teacher_vocabulary} "
+                f"tokens and the student {student_vocabulary}. Distil only between models trained with "
+                "the same tokenizer."
+            )
+        self._vocabulary_size = student_vocabulary
+        needs_blocks = self.features is not None or self.attention
+        for who, candidate in (("student", model), ("teacher", self.teacher)):
+            if needs_blocks and not isinstance(candidate, LanguageModel):
+                raise ValueError(
+                    f"`features` and `attention` need kerasllm models (CausalLM or MaskedLM) on both sides, "
+                    f"but the {who} is a {type(candidate).__name__}. Use logit distillation only for it."
+                )
+        if self.on_policy_fraction > 0 and not getattr(model, "causal", False):
+            raise ValueError(
+                "`on_policy_fraction` needs a causal student (kerasllm.models.CausalLM) that can continue text; "
+                f"got a {type(model).__name__}. Set on_policy_fraction=0."
+            )
+        if self.on_policy_fraction > 0 and student_vocabulary is None:
+            raise ValueError("On-policy distillation needs the student's vocabulary size; use a kerasllm model.")
+
+    def _set_up_features(self, model):
+        self._block_map = []
+        self._projections = []
+        self._extra_layers = None
+        student_layers, teacher_layers = {}, {}
+        if self.features is not None:
+            self._block_map = _block_map(self.features, model.backbone.num_layers, self.teacher.backbone.num_layers)
+            student_width, teacher_width = model.backbone.hidden_dim, self.teacher.backbone.hidden_dim
+            for i, (student_block, teacher_block) in enumerate(self._block_map):
+                student_layers[("block", student_block)] = model.backbone.blocks[student_block]
+                teacher_layers[("block", teacher_block)] = self.teacher.backbone.blocks[teacher_block]
+                projection = keras.layers.Dense(
+                    teacher_width, use_bias=False, dtype=model.dtype_policy, name=f"distillation_projection_{i}"
+                )
+                projection.build((None, None, student_width))
+                self._projections.append(projection)
+            self._extra_layers = ExtraLayers(model, self._projections)
+            self._extra_layers.attach()
+        if self.attention:
+            self._relation_heads = _relation_heads(self.relation_heads, model.backbone, self.teacher.backbone)
+            for part in ("query", "key", "value"):
+                student_layers[("attention", part)] = getattr(model.backbone.blocks[-1].attention, part)
+                teacher_layers[("attention", part)] = getattr(self.teacher.backbone.blocks[-1].attention, part)
+        self._student_recorder = LayerOutputRecorder(student_layers)
+        self._teacher_recorder = LayerOutputRecorder(teacher_layers)
+        self._student_recorder.start()
+        self._teacher_recorder.start()
+
+    def _step_variables(self):
+        variables = list(self.teacher.variables)
+        if self._seed_generator is not None:
+            variables.append(self._seed_generator.state)
+        return variables
+
+    # --- helpers ----------------------------------------------------------------------------------
+
+    def _pop_states(self, recorder):
+        return {key: recorder.pop(key) for key in recorder.layers}
+
+    def _recording_paused(self):
+        return _Paused((self._student_recorder, self._teacher_recorder))
 
     def _value(self, name):
         if name in self._scheduled:
@@ -229,8 +426,8 @@ class Distillation(keras.callbacks.Callback):
         mask = None
         if y is not None and not isinstance(y, (dict, list, tuple)) and len(y.shape) == len(y_pred.shape) - 1:
             mask = ops.not_equal(ops.cast(y, "int32"), self.ignore_index)
-        if isinstance(x, dict) and x.get("padding_mask") is not None:
-            padding = ops.cast(x["padding_mask"], "bool")
+        padding = _padding_mask(x)
+        if padding is not None:
             mask = padding if mask is None else ops.logical_and(mask, padding)
         return mask
 
@@ -239,7 +436,7 @@ class Distillation(keras.callbacks.Callback):
         if name == "temperature":
             distillation.check_temperature(value)
         else:
-            _check_alpha(value)
+            _check_fraction(value, "alpha")
         return value
 
     def _restore(self):
@@ -252,59 +449,68 @@ class Distillation(keras.callbacks.Callback):
             del model.compute_loss
         for metric in self._added_metrics:
             model._metrics.remove(metric)
+        self._student_recorder.stop()
+        self._teacher_recorder.stop()
+        if self._extra_layers is not None:
+            self._extra_layers.detach()
         model.train_function = None
         model.test_function = None
         self.teacher.trainable = self._teacher_was_trainable
         self._active = False
 
 
-class _ScheduledValue(keras.metrics.Metric):
-    """Holds a scheduled scalar in a metric variable; reports it as its result, never resets."""
+class _Paused:
+    """Context in which recorders keep what they had: the on-policy loop's tensors must not replace it."""
 
-    def __init__(self, value, name):
-        super().__init__(name=name, dtype="float32")
-        self.variable = self.add_variable(shape=(), initializer=keras.initializers.Constant(value), name="value")
-        self.last_value = value
+    def __init__(self, recorders):
+        self.recorders = recorders
 
-    def set(self, value):
-        self.variable.assign(value)
-        self.last_value = value
+    def __enter__(self):
+        self.saved = [dict(recorder.outputs) for recorder in self.recorders]
 
-    def update_state(self, *args, **kwargs):
-        pass
-
-    def reset_state(self):
-        pass
-
-    def result(self):
-        # A computed copy: on JAX the variable's own buffer is donated to the next step.
-        return ops.multiply(self.variable, 1.0)
+    def __exit__(self, *exc):
+        for recorder, saved in zip(self.recorders, self.saved):
+            recorder.outputs = saved
 
 
-class _TeacherState(keras.metrics.Metric):
-    """Exposes the teacher's variables as metric variables; reports nothing, never resets."""
-
-    def __init__(self, teacher):
-        super().__init__(name="distillation_teacher_state")
-        self._teacher = teacher
-
-    @property
-    def variables(self):
-        return list(self._teacher.variables)
-
-    def update_state(self, *args, **kwargs):
-        pass
-
-    def reset_state(self):
-        pass
-
-    def result(self):
-        return {}
+def _block_map(features, student_layers, teacher_layers):
+    if features == "hidden_states":
+        return [(i, (i + 1) * teacher_layers // student_layers - 1) for i in range(student_layers)]
+    pairs = []
+    for student_block, teacher_block in features.items():
+        for who, index, count in (("student", student_block, student_layers), ("teacher", teacher_block, teacher_layers)):
+            if isinstance(index, bool) or not isinstance(index, int) or not -count <= index < count:
+                raise ValueError(
+                    f"`features` maps blocks by index, but {index!r} is not a {who} block (it has {count})."
+                )
+        pairs.append((student_block % student_layers, teacher_block % teacher_layers))
+    if not pairs:
+        raise ValueError("`features` is an empty mapping; give {student_block: teacher_block} pairs or None.")
+    return pairs
 
 
-def _check_alpha(alpha):
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"`alpha` must be a number in [0, 1] (or a callable step -> number), but got {alpha!r}.")
+def _relation_heads(requested, student, teacher):
+    widths = []
+    for backbone in (student, teacher):
+        widths += [backbone.num_heads * backbone.head_dim, backbone.num_key_value_heads * backbone.head_dim]
+    heads = requested or min(student.num_heads, teacher.num_heads)
+    if isinstance(heads, bool) or not isinstance(heads, int) or heads < 1 or any(w % heads for w in widths):
+        raise ValueError(
+            f"`relation_heads` ({heads!r}) must be a positive integer dividing every query and key/value width "
+            f"of the student and the teacher ({sorted(set(widths))}). Pass relation_heads= a common divisor."
+        )
+    return heads
+
+
+def _padding_mask(x):
+    if isinstance(x, dict) and x.get("padding_mask") is not None:
+        return ops.cast(x["padding_mask"], "bool")
+    return None
+
+
+def _check_fraction(value, name):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"`{name}` must be a number in [0, 1], but got {value!r}.")
 
 
 def _vocabulary_size(model):

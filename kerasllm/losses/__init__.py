@@ -1,6 +1,7 @@
 """Losses for language models: token cross-entropy with ignored positions, and distillation."""
 
 from kerasllm.losses import distillation
+from kerasllm.losses import feature_distillation
 from kerasllm.losses.causal_lm_loss import CausalLMLoss
 from kerasllm.losses.distillation_loss import DistillationLoss
 from kerasllm.losses.masked_lm_loss import MaskedLMLoss
@@ -14,4 +15,5 @@ __all__ = [
     "sparse_cross_entropy",
     "DistillationLoss",
     "distillation",
+    "feature_distillation",
 ]
