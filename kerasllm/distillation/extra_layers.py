@@ -16,8 +16,13 @@ import keras
 class ExtraLayers:
     """Attaches built `layers` to `model` and its optimizer; `detach()` undoes it.
 
+    While attached, the layers' variables are tracked as the model's own (through Keras's
+    `_track_variable`, which also registers them as PyTorch parameters so that the torch trainer's
+    `zero_grad()` clears their gradients every step), so `model.save_weights` and therefore
+    `kerasllm.callbacks.Checkpoint` store and restore them with the model.
+
     Args:
-        model: compiled `keras.Model` whose optimizer is built.
+        model: compiled `keras.Model`.
         layers: list of built `keras.layers.Layer`, trained with the model while attached.
     """
 
@@ -31,7 +36,16 @@ class ExtraLayers:
         optimizer = model.optimizer
         if optimizer is None:
             raise ValueError("The model is not compiled: call `model.compile(optimizer=...)` before `fit()`.")
-        model._layers.extend(self.layers)  # Keras's own enable_lora also adds state to a built layer.
+        if not optimizer.built:
+            # TensorFlow's `fit()` builds it lazily; build it now so that `detach` has slots to copy into.
+            optimizer.build(model.trainable_variables)
+        # Keras's own `enable_lora` adds state to a built layer the same way.
+        locked = model._tracker.locked
+        model._tracker.unlock()
+        for variable in self._variables():
+            model._track_variable(variable)
+        if locked:
+            model._tracker.lock()
         extended = optimizer.__class__.from_config(optimizer.get_config())
         extended.build(model.trainable_variables)
         _copy_by_name(optimizer.variables, extended.variables)
@@ -45,8 +59,11 @@ class ExtraLayers:
         _copy_by_name(model.optimizer.variables, self.original_optimizer.variables)
         model.optimizer = self.original_optimizer
         self.original_optimizer = None
-        for layer in self.layers:
-            model._layers.remove(layer)
+        for variable in self._variables():
+            model._untrack_variable(variable)
+
+    def _variables(self):
+        return [variable for layer in self.layers for variable in layer.variables]
 
 
 def _copy_by_name(source, target):
