@@ -57,7 +57,9 @@ class CausalLM(LanguageModel):
         Args:
             token_ids: int tensor `(B, T)` holding the tokens at positions `cache_index ... + T - 1`.
             cache: tensor `(B, L, 2, S, K, H)` from `self.backbone.initial_cache(B, S)`.
-            cache_index: int. Position of `token_ids[:, 0]`.
+            cache_index: int. Position of `token_ids[:, 0]`. With a soft prompt (prompt tuning) it
+                counts real tokens: the call with `cache_index=0` (a Python int) also writes the
+                virtual tokens to the cache.
         """
         hidden, cache = self.backbone(token_ids, cache=cache, cache_index=cache_index)
         return self.logits(hidden[:, -1:, :])[:, 0, :], cache
@@ -133,7 +135,8 @@ class CausalLM(LanguageModel):
         """Returns, per row, the list of new token ids (stop token excluded)."""
         batch_size = len(sequences)
         lengths = np.array([len(s) for s in sequences])
-        total = min(int(lengths.max()) + max_new_tokens, self.max_sequence_length)
+        # A soft prompt takes `num_virtual_tokens` of the positions (the cache adds them itself).
+        total = min(int(lengths.max()) + max_new_tokens, self.max_input_length)
         buffer = np.zeros((batch_size, total), dtype=np.int32)
         in_prompt = np.zeros((batch_size, total), dtype=bool)
         for row, sequence in enumerate(sequences):

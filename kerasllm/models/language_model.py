@@ -4,6 +4,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from kerasllm.models import lora as lora_lib
+from kerasllm.models import prompt_tuning as prompt_lib
 from kerasllm.models.transformer_backbone import TransformerBackbone
 from kerasllm.utils.validation import validate_token_ids, validate_vocabulary_match
 
@@ -31,7 +33,9 @@ class LanguageModel(keras.Model):
     """Base of kerasllm's language models: a `TransformerBackbone` and a vocabulary head.
 
     Not used directly: see `kerasllm.models.CausalLM` and `kerasllm.models.MaskedLM`, whose docstrings
-    list the architecture arguments.
+    list the architecture arguments. Two more arguments restore parameter-efficient fine-tuning when a
+    saved model is rebuilt from its config: `lora` (the settings of `enable_lora`) and `prompt_tuning`
+    (those of `enable_prompt_tuning`), both `None` by default.
     """
 
     causal = True
@@ -55,6 +59,8 @@ class LanguageModel(keras.Model):
         dropout=0.0,
         layer_norm_epsilon=1e-5,
         rope_max_wavelength=10000.0,
+        lora=None,
+        prompt_tuning=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -107,6 +113,11 @@ class LanguageModel(keras.Model):
         self.layer_norm_epsilon = layer_norm_epsilon
         self.rope_max_wavelength = rope_max_wavelength
         self.build((None, None))
+        # A saved model with adapters or a soft prompt is rebuilt with them; its weights load after.
+        if prompt_tuning:
+            self.enable_prompt_tuning(**prompt_tuning)
+        if lora:
+            self.enable_lora(**lora)
 
     def build(self, input_shape=None):
         self.backbone.build()
@@ -139,6 +150,9 @@ class LanguageModel(keras.Model):
                 f"{tuple(token_ids.shape)}. Add a batch axis with `ids[None]` for a single sequence."
             )
         length = token_ids.shape[1]
+        if length is not None:
+            # Called unbound by `SequenceClassifier` too, so name the class explicitly.
+            LanguageModel._check_room_for_prompt(self, length)
         if length is not None and length > self.max_sequence_length:
             raise ValueError(
                 f"Input sequences have length {length}, longer than the model's max_sequence_length "
@@ -162,10 +176,23 @@ class LanguageModel(keras.Model):
 
     # --- input checks outside the compiled step ---------------------------------------------------
 
+    def _check_room_for_prompt(self, length):
+        prefix = self.num_virtual_tokens
+        if prefix and length + prefix > self.max_sequence_length:
+            raise ValueError(
+                f"Input sequences of length {length} plus the {prefix} virtual tokens of the soft prompt "
+                f"exceed the model's max_sequence_length {self.max_sequence_length} by "
+                f"{length + prefix - self.max_sequence_length}. Use sequences of at most "
+                f"{self.max_sequence_length - prefix} tokens, or fewer virtual tokens."
+            )
+
     def check_token_ids(self, token_ids, name="token_ids"):
         """Raises a `ValueError` naming the fix if `token_ids` cannot be fed to this model."""
+        shape = getattr(token_ids, "shape", None)
+        if shape is not None and len(shape) == 2 and shape[1] is not None:
+            self._check_room_for_prompt(int(shape[1]))
         return validate_token_ids(
-            token_ids, vocabulary_size=self.vocabulary_size, max_length=self.max_sequence_length, name=name, ranks=(2,)
+            token_ids, vocabulary_size=self.vocabulary_size, max_length=self.max_input_length, name=name, ranks=(2,)
         )
 
     def check_tokenizer(self, tokenizer):
@@ -190,11 +217,12 @@ class LanguageModel(keras.Model):
         if vocabulary_size is not None:
             validate_vocabulary_match(vocabulary_size, self.vocabulary_size, what="dataset")
         sequence_length = getattr(x, "sequence_length", None)
-        if sequence_length is not None and sequence_length > self.max_sequence_length:
+        if sequence_length is not None and sequence_length > self.max_input_length:
+            room = "" if not self.num_virtual_tokens else f" ({self.num_virtual_tokens} positions go to the soft prompt)"
             raise ValueError(
                 f"The dataset yields sequences of length {sequence_length}, longer than the model's "
-                f"max_sequence_length {self.max_sequence_length}. Build the data with "
-                f"`sequence_length={self.max_sequence_length}` or less, or the model with a larger "
+                f"max_sequence_length {self.max_sequence_length}{room}. Build the data with "
+                f"`sequence_length={self.max_input_length}` or less, or the model with a larger "
                 "`max_sequence_length`."
             )
 
@@ -229,6 +257,97 @@ class LanguageModel(keras.Model):
         self._check_data(x)
         return super().predict(x, *args, **kwargs)
 
+    # --- parameter-efficient fine-tuning ------------------------------------------------------------
+
+    @property
+    def num_virtual_tokens(self):
+        """Length of the soft prompt (`0` without prompt tuning)."""
+        return self.backbone.num_virtual_tokens
+
+    @property
+    def max_input_length(self):
+        """Longest input in real tokens: `max_sequence_length` minus the soft prompt's length."""
+        return self.max_sequence_length - self.num_virtual_tokens
+
+    def enable_lora(self, rank, alpha=None, target_layers=("query", "value")):
+        """Adds LoRA adapters to the named `Dense` sublayers and freezes every other variable.
+
+        Built on Keras's `keras.layers.Dense.enable_lora`: an adapted layer computes
+        `x @ (W + (alpha / rank) * A @ B)` with `A` He-uniform and `B` zero, so outputs are unchanged
+        until training moves `B`. Works on an int8-quantized model (`model.quantize("int8")` first:
+        QLoRA style). Compile after enabling, so the optimizer sees the new trainable variables. The
+        settings are part of `get_config()`, so a saved model reloads with adapters.
+        Saving to `.keras` stores each adapted kernel with the adapters folded in (Keras's behaviour):
+        a reloaded model computes the same outputs and its adapters restart from zero.
+
+        Args:
+            rank: int. Rank of each adapter, at least 1.
+            alpha: float. The update is scaled by `alpha / rank`. Defaults to `rank` (scale 1).
+            target_layers: str or tuple of str. Names of the `Dense` sublayers to adapt: `"query"`,
+                `"key"`, `"value"`, `"output"` (attention and feed-forward outputs), `"intermediate"`,
+                `"gate"` (SwiGLU), `"lm_head"` (untied head). Defaults to `("query", "value")`.
+
+        Example:
+
+        >>> model = kerasllm.models.CausalLM.from_preset("tiny", vocabulary_size=512)
+        >>> model.enable_lora(rank=8, target_layers=("query", "value"))
+        >>> model.compile(optimizer="adamw", loss=kerasllm.losses.CausalLMLoss())
+
+        References:
+            - [Hu et al., 2021](https://arxiv.org/abs/2106.09685)
+        """
+        lora_lib.enable_lora(self, rank, alpha=alpha, target_layers=target_layers)
+
+    def merge_lora(self):
+        """Folds the LoRA adapters into the kernels, removes them and unfreezes the model."""
+        lora_lib.merge_lora(self)
+
+    def save_lora_weights(self, path):
+        """Saves only the LoRA adapters, with rank, alpha and targets, to a `.npz` file at `path`."""
+        lora_lib.save_lora_weights(self, path)
+
+    def load_lora_weights(self, path):
+        """Loads adapters saved by `save_lora_weights` (enabling LoRA with the file's settings if needed).
+
+        Raises:
+            ValueError: if LoRA is already enabled with another rank, alpha or targets, or the file's
+                adapters do not fit this architecture.
+        """
+        lora_lib.load_lora_weights(self, path)
+
+    def enable_prompt_tuning(self, num_virtual_tokens, initializer="vocabulary", seed=None):
+        """Prepends a trainable soft prompt to every input and freezes every other variable.
+
+        Outputs keep their shape `(B, T, V)`: they and the loss cover the real tokens only. Inputs may
+        then hold at most `max_sequence_length - num_virtual_tokens` tokens. `generate` uses the
+        prompt (its key/value cache holds the virtual tokens too). The setting is part of
+        `get_config()`, so a saved model reloads with its prompt.
+
+        Args:
+            num_virtual_tokens: int. Length of the soft prompt.
+            initializer: str. `"vocabulary"` (embeddings of tokens drawn at random from the
+                vocabulary, as Lester et al.) or `"random"` (normal, standard deviation 0.02).
+                Defaults to `"vocabulary"`.
+            seed: int. Seed of that draw. Defaults to `None`.
+
+        Example:
+
+        >>> model.enable_prompt_tuning(num_virtual_tokens=20)
+        >>> model.compile(optimizer=keras.optimizers.Adam(3e-3), loss=kerasllm.losses.CausalLMLoss())
+
+        References:
+            - [Lester et al., 2021](https://arxiv.org/abs/2104.08691)
+        """
+        prompt_lib.enable_prompt_tuning(self, num_virtual_tokens, initializer=initializer, seed=seed)
+
+    def save_prompt(self, path):
+        """Saves only the soft prompt to a `.npz` file at `path`."""
+        prompt_lib.save_prompt(self, path)
+
+    def load_prompt(self, path):
+        """Loads a soft prompt saved by `save_prompt` (enabling prompt tuning if needed)."""
+        prompt_lib.load_prompt(self, path)
+
     # --- presets and config ------------------------------------------------------------------------
 
     @classmethod
@@ -255,6 +374,9 @@ class LanguageModel(keras.Model):
     def get_config(self):
         config = super().get_config()
         config.update({name: getattr(self, name) for name in ARCHITECTURE_ARGUMENTS})
+        prompt_tuning = prompt_lib.prompt_tuning_config(self)
+        config["lora"] = lora_lib.lora_config(self)
+        config["prompt_tuning"] = None if prompt_tuning is None else dict(prompt_tuning, initializer="random")
         return config
 
     @classmethod

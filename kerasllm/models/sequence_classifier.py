@@ -3,6 +3,7 @@ from keras import ops
 
 from kerasllm.models.language_model import LanguageModel
 from kerasllm.models.transformer_backbone import TransformerBackbone
+from kerasllm.optimizers.layer_decay import layer_decay_multipliers, scale_learning_rates
 
 POOLINGS = ("last", "mean", "first")
 
@@ -21,6 +22,10 @@ class SequenceClassifier(keras.Model):
             (mean over real tokens) or `"first"`. Defaults to `"last"` for causal backbones and
             `"mean"` otherwise.
         dropout: float. Dropout before the head. Defaults to `0.1`.
+        layer_decay: float in (0, 1]. Layer-wise learning-rate decay applied by `compile()`: the head
+            and final norm train at the optimizer's learning rate, block `i` of `L` at
+            `decay ** (L - i)` times it, the embeddings at `decay ** (L + 1)` times it (see
+            `kerasllm.optimizers.layer_decay_multipliers`). Defaults to `None` (one rate for all).
         **kwargs: standard `keras.Model` arguments.
 
     Call arguments:
@@ -32,14 +37,21 @@ class SequenceClassifier(keras.Model):
     Example:
 
     >>> lm = kerasllm.models.CausalLM.from_preset("tiny", vocabulary_size=512)
-    >>> classifier = kerasllm.models.SequenceClassifier.from_backbone(lm, num_classes=3)
+    >>> classifier = kerasllm.models.SequenceClassifier.from_backbone(lm, num_classes=3, layer_decay=0.8)
     >>> classifier.compile("adamw", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     """
 
-    def __init__(self, backbone, num_classes, pooling=None, dropout=0.1, **kwargs):
+    def __init__(self, backbone, num_classes, pooling=None, dropout=0.1, layer_decay=None, **kwargs):
         super().__init__(**kwargs)
-        if not isinstance(num_classes, int) or num_classes < 2:
-            raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}.")
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+            raise ValueError(
+                f"num_classes must be an integer >= 2, got {num_classes!r}: a classifier needs at least two "
+                "classes. For a yes/no task use num_classes=2 (labels 0 and 1)."
+            )
+        if layer_decay is not None and not 0.0 < layer_decay <= 1.0:
+            raise ValueError(
+                f"layer_decay must lie in (0, 1] or be None, got {layer_decay!r}; 0.65 to 0.95 are usual."
+            )
         if isinstance(backbone, dict):
             backbone = keras.saving.deserialize_keras_object(backbone)
         if not isinstance(backbone, TransformerBackbone):
@@ -58,16 +70,52 @@ class SequenceClassifier(keras.Model):
         self.num_classes = num_classes
         self.pooling = pooling
         self.dropout = dropout
+        self.layer_decay = layer_decay
         self.vocabulary_size = backbone.vocabulary_size
         self.max_sequence_length = backbone.max_sequence_length
         self.head.build((None, backbone.hidden_dim))
         self.built = True
 
     @classmethod
-    def from_backbone(cls, model, num_classes, **kwargs):
-        """Builds a classifier on the backbone (and weights) of a trained `CausalLM` or `MaskedLM`."""
+    def from_backbone(cls, model, num_classes, layer_decay=None, **kwargs):
+        """Builds a classifier on the backbone (and weights) of a trained `CausalLM` or `MaskedLM`.
+
+        The classifier shares the model's backbone (its variables, not a copy). A backbone whose
+        variables were frozen by LoRA or prompt tuning is used as is.
+
+        Args:
+            model: a `kerasllm.models.CausalLM` or `MaskedLM`, or a `TransformerBackbone`.
+            num_classes: int. Number of classes, at least 2.
+            layer_decay: float in (0, 1]. Layer-wise learning-rate decay (see the class docstring).
+                Defaults to `None`.
+            **kwargs: other `SequenceClassifier` arguments (`pooling`, `dropout`, `name`).
+
+        Returns:
+            A `kerasllm.models.SequenceClassifier`.
+        """
         backbone = model.backbone if isinstance(model, LanguageModel) else model
-        return cls(backbone=backbone, num_classes=num_classes, **kwargs)
+        return cls(backbone=backbone, num_classes=num_classes, layer_decay=layer_decay, **kwargs)
+
+    @property
+    def num_virtual_tokens(self):
+        """Length of the backbone's soft prompt (`0` without one); inputs leave room for it."""
+        return self.backbone.num_virtual_tokens
+
+    def compile(self, optimizer="rmsprop", *args, **kwargs):
+        if self.layer_decay is not None:
+            optimizer = keras.optimizers.get(optimizer)
+            scale_learning_rates(
+                optimizer, layer_decay_multipliers(self.backbone, self.layer_decay, self.head.weights)
+            )
+        super().compile(optimizer, *args, **kwargs)
+
+    def compile_from_config(self, config):
+        # Keras skips restoring the compiled state of models that override `compile()`; ours only
+        # adds the learning-rate multipliers, so restore it as `keras.Model.compile_from_config` does.
+        config = keras.saving.deserialize_keras_object(config)
+        self.compile(**config)
+        if hasattr(self, "optimizer") and self.built:
+            self.optimizer.build(self.trainable_variables)
 
     def call(self, inputs, training=None):
         token_ids, padding_mask = LanguageModel._unpack_inputs(self, inputs)
@@ -95,6 +143,7 @@ class SequenceClassifier(keras.Model):
                 "num_classes": self.num_classes,
                 "pooling": self.pooling,
                 "dropout": self.dropout,
+                "layer_decay": self.layer_decay,
             }
         )
         return config

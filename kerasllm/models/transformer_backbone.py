@@ -1,6 +1,7 @@
 import math
 
 import keras
+import numpy as np
 from keras import ops
 
 from kerasllm.layers.decoder_block import DecoderBlock
@@ -8,6 +9,7 @@ from kerasllm.layers.encoder_block import EncoderBlock
 from kerasllm.layers.normalization import normalization_layer
 from kerasllm.layers.position_embedding import PositionEmbedding
 from kerasllm.layers.token_embedding import TokenEmbedding
+from kerasllm.models.prompt_tuning import SoftPrompt
 
 POSITION_EMBEDDINGS = ("learned", "rotary")
 
@@ -40,6 +42,10 @@ class TransformerBackbone(keras.layers.Layer):
         layer_norm_epsilon: float. Defaults to `1e-5`.
         rope_max_wavelength: float. RoPE base. Defaults to `10000`.
         causal: bool. Decoder (causal) or encoder (bidirectional) blocks. Defaults to `True`.
+        num_virtual_tokens: int. Length of a trainable soft prompt (sublayer `soft_prompt`) prepended
+            to every input; `0` for none. The prompt takes positions `0 ... P-1`, the hidden states
+            returned are those of the real tokens only, and a cache holds `P` extra positions (see
+            `kerasllm.models.prompt_tuning`). Defaults to `0`.
         **kwargs: standard layer arguments.
     """
 
@@ -61,6 +67,7 @@ class TransformerBackbone(keras.layers.Layer):
         layer_norm_epsilon=1e-5,
         rope_max_wavelength=10000.0,
         causal=True,
+        num_virtual_tokens=0,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -99,6 +106,7 @@ class TransformerBackbone(keras.layers.Layer):
         self.layer_norm_epsilon = layer_norm_epsilon
         self.rope_max_wavelength = rope_max_wavelength
         self.causal = causal
+        self.num_virtual_tokens = num_virtual_tokens
 
         # === Layers ===
         initializer = keras.initializers.RandomNormal(stddev=0.02)
@@ -137,6 +145,9 @@ class TransformerBackbone(keras.layers.Layer):
             for i in range(num_layers)
         ]
         self.final_norm = normalization_layer(normalization, layer_norm_epsilon, "final_norm", self.dtype_policy)
+        self.soft_prompt = None
+        if num_virtual_tokens:
+            self.soft_prompt = SoftPrompt(num_virtual_tokens, hidden_dim, dtype=self.dtype_policy, name="soft_prompt")
 
     def build(self, input_shape=None):
         self.token_embedding.build((None, None))
@@ -145,28 +156,66 @@ class TransformerBackbone(keras.layers.Layer):
         for block in self.blocks:
             block.build((None, None, self.hidden_dim))
         self.final_norm.build((None, None, self.hidden_dim))
+        if self.soft_prompt is not None:
+            self.soft_prompt.build()
         self.built = True
 
+    def add_soft_prompt(self, num_virtual_tokens, initializer=None):
+        """Adds a `soft_prompt` sublayer to a built backbone (used by `enable_prompt_tuning`)."""
+        if self.soft_prompt is not None:
+            raise ValueError("This backbone already has a soft prompt.")
+        self._tracker.unlock()
+        self.soft_prompt = SoftPrompt(
+            num_virtual_tokens, self.hidden_dim, initializer=initializer, dtype=self.dtype_policy, name="soft_prompt"
+        )
+        self.soft_prompt.build()
+        self._tracker.lock()
+        self.num_virtual_tokens = num_virtual_tokens
+
     def call(self, token_ids, padding_mask=None, cache=None, cache_index=0, training=None):
-        """Returns hidden states `(B, T, C)`, or `(hidden, cache)` with a cache `(B, L, 2, S, K, H)`."""
+        """Returns hidden states `(B, T, C)`, or `(hidden, cache)` with a cache `(B, L, 2, S, K, H)`.
+
+        With a soft prompt of `P` virtual tokens, `cache_index` counts real tokens: the call with the
+        Python int `cache_index=0` writes the prompt to cache positions `0 ... P-1`, and later calls
+        write real token `i` to cache position `P + i`.
+        """
         x = self.token_embedding(token_ids)  # (B, T, C)
+        prefix = self.num_virtual_tokens
+        prepend = prefix > 0 and (
+            cache is None or (isinstance(cache_index, (int, np.integer)) and int(cache_index) == 0)
+        )
+        if prepend:
+            x = ops.concatenate([self.soft_prompt(x), x], axis=1)  # (B, P + T, C)
+            if padding_mask is not None and cache is None:
+                virtual = ops.ones((ops.shape(x)[0], prefix), dtype="bool")  # the prompt is never padding
+                padding_mask = ops.concatenate([virtual, ops.cast(padding_mask, "bool")], axis=1)
+            start = 0
+        elif cache is not None:
+            start = cache_index + prefix
+        else:
+            start = 0
         if self.position_embedding is not None:
-            x = x + self.position_embedding(x, start_index=cache_index if cache is not None else 0)
+            x = x + self.position_embedding(x, start_index=start)
         x = self.embedding_dropout(x, training=training)
         if cache is None:
             for block in self.blocks:
                 x = block(x, padding_mask=padding_mask, training=training)
-            return self.final_norm(x)
+            x = self.final_norm(x)
+            return x[:, prefix:] if prepend else x
         caches = []
         for i, block in enumerate(self.blocks):
-            x, layer_cache = block(x, padding_mask=padding_mask, cache=cache[:, i], cache_index=cache_index)
+            x, layer_cache = block(x, padding_mask=padding_mask, cache=cache[:, i], cache_index=start)
             caches.append(layer_cache)
-        return self.final_norm(x), ops.stack(caches, axis=1)
+        x = self.final_norm(x)
+        return (x[:, prefix:] if prepend else x), ops.stack(caches, axis=1)
 
     def initial_cache(self, batch_size, length):
-        """An empty key/value cache `(B, L, 2, S, K, H)` in the compute dtype."""
+        """An empty key/value cache `(B, L, 2, S, K, H)` in the compute dtype, for `length` real tokens.
+
+        With a soft prompt, `S = num_virtual_tokens + length`.
+        """
         return ops.zeros(
-            (batch_size, self.num_layers, 2, length, self.num_key_value_heads, self.head_dim),
+            (batch_size, self.num_layers, 2, self.num_virtual_tokens + length, self.num_key_value_heads, self.head_dim),
             dtype=self.compute_dtype,
         )
 
@@ -193,6 +242,7 @@ class TransformerBackbone(keras.layers.Layer):
                 "layer_norm_epsilon": self.layer_norm_epsilon,
                 "rope_max_wavelength": self.rope_max_wavelength,
                 "causal": self.causal,
+                "num_virtual_tokens": self.num_virtual_tokens,
             }
         )
         return config
