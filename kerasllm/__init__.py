@@ -22,3 +22,5 @@ from kerasllm import optimizers
 from kerasllm import tokenizers
 from kerasllm import utils
 from kerasllm import callbacks
+from kerasllm import quantization
+from kerasllm import distillation

@@ -8,16 +8,20 @@ import kerasllm
 PUBLIC = {
     "models": ["CausalLM", "MaskedLM", "SequenceClassifier", "TransformerBackbone"],
     "layers": ["TokenEmbedding", "PositionEmbedding", "RotaryEmbedding", "SelfAttention", "FeedForward",
-               "DecoderBlock", "EncoderBlock", "LayerNormalization", "RMSNormalization"],
+               "DecoderBlock", "EncoderBlock", "LayerNormalization", "RMSNormalization", "LowRankDense"],
     "losses": ["CausalLMLoss", "MaskedLMLoss", "sparse_cross_entropy", "IGNORE_INDEX", "DistillationLoss",
                "distillation"],
     "metrics": ["Perplexity", "MaskedAccuracy"],
     "tokenizers": ["Tokenizer", "BytePairTokenizer", "CharacterTokenizer", "load"],
     "data": ["load_text", "LanguageModelingDataset", "language_modeling_splits", "pack_documents", "pad_sequences",
              "mask_tokens", "MaskedLanguageModelingDataset", "masked_language_modeling_splits", "IGNORE_INDEX"],
-    "datasets": ["shakespeare", "shakespeare_plays"],
-    "optimizers": ["AdamW", "create_optimizer"],
-    "callbacks": ["TrainingLogger", "Distillation", "Checkpoint", "CheckpointError", "NonFiniteGuard"],
+    "datasets": ["shakespeare", "shakespeare_plays", "shakespeare_genre", "GENRE_LABELS"],
+    "optimizers": ["AdamW", "create_optimizer", "scale_learning_rates", "layer_decay_multipliers"],
+    "callbacks": ["TrainingLogger", "Distillation", "Checkpoint", "CheckpointError", "NonFiniteGuard", "Pruning",
+                  "QuantizationAwareTraining"],
+    "distillation": ["TeacherLogitsCache", "cache_teacher_logits", "student_from_teacher"],
+    "quantization": ["quantize", "convert", "fake_quantize_int8_weight", "fake_quantize_int8_input",
+                     "fake_quantize_int4_weight", "strip_pruning", "factorize"],
 }
 
 

@@ -81,6 +81,51 @@ def build_parser():
     evaluate.add_argument("--data", help="Text to evaluate on. Default: the run's own validation split.")
     evaluate.add_argument("--seq-len", type=int, default=None, help="Default: the run's sequence length.")
     evaluate.add_argument("--batch-size", type=int, default=None, help="Default: the run's batch size.")
+
+    distill = commands.add_parser("distill", help="Train a smaller model towards a trained teacher's logits.")
+    distill.add_argument("--backend", choices=BACKENDS, default=argparse.SUPPRESS, help="Keras backend.")
+    distill.add_argument("--teacher", required=True, help="The teacher: a run folder of `kerasllm train` or a .keras file.")
+    distill.add_argument("--tokenizer", help="Tokenizer folder. Default: the teacher run's tokenizer/.")
+    distill.add_argument("--data", help="Text file or folder. Default: the teacher run's corpus.")
+    distill.add_argument("--preset", default=None, help="Student: a fresh CausalLM preset. Default: tiny.")
+    distill.add_argument("--student-layers", type=int, default=None,
+                         help="Student: N of the teacher's blocks (every k-th, DistilBERT style) instead of --preset.")
+    distill.add_argument("--loss", choices=("forward_kl", "reverse_kl", "jsd", "mse"), default="forward_kl",
+                         help="Distillation loss. Default: forward_kl.")
+    distill.add_argument("--temperature", type=float, default=2.0, help="Softening temperature. Default: 2.0.")
+    distill.add_argument("--alpha", type=float, default=0.5, help="Weight of the distillation loss. Default: 0.5.")
+    distill.add_argument("--top-k", type=int, default=None, help="Distil over the teacher's top-k tokens only.")
+    distill.add_argument("--steps", type=int, default=600, help="Optimizer steps of the student. Default: 600.")
+    distill.add_argument("--batch-size", type=int, default=32, help="Sequences per student batch. Default: 32.")
+    distill.add_argument("--seq-len", type=int, default=None, help="Tokens per sequence. Default: the teacher run's.")
+    distill.add_argument("--validation-fraction", type=float, default=None, help="Default: the teacher run's.")
+    distill.add_argument("--learning-rate", type=float, default=2e-3, help="Student peak learning rate. Default: 2e-3.")
+    distill.add_argument("--warmup-steps", type=int, default=None, help="Student warmup steps. Default: 5%% of --steps.")
+    distill.add_argument("--weight-decay", type=float, default=0.1, help="Student AdamW weight decay. Default: 0.1.")
+    distill.add_argument("--gradient-accumulation-steps", type=int, default=None, help="Student micro-batches per update.")
+    distill.add_argument("--precision", choices=PRECISIONS, default="float32", help="Student dtype policy. Default: float32.")
+    distill.add_argument("--teacher-precision", choices=PRECISIONS, default=None,
+                         help="Teacher dtype policy. Default: the one it was saved with.")
+    distill.add_argument("--output", default="runs", help="Folder for runs. Default: runs.")
+    distill.add_argument("--name", help="Run name. Default: distill-<student>-<date>-<time>.")
+    distill.add_argument("--prompt", default="ROMEO:", help="Prompt for the student's sample at the end.")
+    distill.add_argument("--sample-tokens", type=int, default=120, help="Tokens in the student's sample. Default: 120.")
+    distill.add_argument("--seed", type=int, default=None, help="Seed. Default: the teacher run's (same split).")
+
+    prune = commands.add_parser("prune", help="Fine-tune a trained model while pruning its weights to a sparsity.")
+    prune.add_argument("--backend", choices=BACKENDS, default=argparse.SUPPRESS, help="Keras backend.")
+    prune.add_argument("--model", required=True, help="A run folder or a .keras file.")
+    prune.add_argument("--tokenizer", help="Tokenizer folder. Default: the run's tokenizer/.")
+    prune.add_argument("--data", help="Text to fine-tune on. Default: the run's corpus.")
+    prune.add_argument("--sparsity", type=float, default=0.5, help="Share of zeros per layer. Default: 0.5.")
+    prune.add_argument("--structure", choices=("unstructured", "2:4"), default="unstructured",
+                       help="Unstructured or 2:4 (needs --sparsity 0.5). Default: unstructured.")
+    prune.add_argument("--steps", type=int, default=200, help="Fine-tuning steps. Default: 200.")
+    prune.add_argument("--frequency", type=int, default=20, help="Steps between mask updates. Default: 20.")
+    prune.add_argument("--learning-rate", type=float, default=5e-4, help="Peak learning rate. Default: 5e-4.")
+    prune.add_argument("--batch-size", type=int, default=None, help="Default: the run's batch size.")
+    prune.add_argument("--seq-len", type=int, default=None, help="Default: the run's sequence length.")
+    prune.add_argument("--output", help="Output .keras file. Default: <run>/model-pruned.keras.")
     return parser
 
 
@@ -107,6 +152,14 @@ def main(argv=None):
         from kerasllm.cli.generate import generate
 
         return generate(args)
+    if args.command == "prune":
+        from kerasllm.cli.prune import prune
+
+        return prune(args)
+    if args.command == "distill":
+        from kerasllm.cli.distill import distill
+
+        return distill(args)
     from kerasllm.cli.evaluate import evaluate
 
     return evaluate(args)

@@ -20,3 +20,7 @@ __all__ = [
     "SelfAttention",
     "TokenEmbedding",
 ]
+
+from kerasllm.layers.low_rank_dense import LowRankDense
+
+__all__ += ["LowRankDense"]
