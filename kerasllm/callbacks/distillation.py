@@ -470,6 +470,15 @@ class Distillation(keras.callbacks.Callback):
         return float(getattr(self, name))
 
     def _teacher_inputs(self, x):
+        token_ids = x["token_ids"] if isinstance(x, dict) else x
+        teacher_length = getattr(self.teacher, "max_sequence_length", None)
+        length = getattr(token_ids, "shape", (None, None))[1]
+        if isinstance(teacher_length, int) and length is not None and length > teacher_length:
+            raise ValueError(
+                f"The batches hold sequences of {length} tokens, but the teacher reads at most "
+                f"{teacher_length} (its max_sequence_length). Train the student on sequences of "
+                f"{teacher_length} tokens or fewer, or distil from a teacher with a longer context."
+            )
         if self.teacher_input_fn is not None:
             return self.teacher_input_fn(x)
         if isinstance(x, dict):

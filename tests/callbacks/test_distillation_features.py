@@ -170,6 +170,12 @@ def test_bad_feature_and_on_policy_settings_are_clear_errors():
         student = compiled(built(tiny(8, 2)), keras.optimizers.SGD(0.1))
         with pytest.raises(ValueError, match=message):
             student.fit(x, y, epochs=1, verbose=0, callbacks=[Distillation(teacher, **kwargs)])
+    short_teacher = CausalLM(vocabulary_size=V, num_layers=1, num_heads=2, hidden_dim=8, intermediate_dim=16,
+                             max_sequence_length=T - 2)
+    short_teacher(np.zeros((1, T - 2), "int32"))
+    student = compiled(built(tiny(8, 2)), keras.optimizers.SGD(0.1))
+    with pytest.raises(ValueError, match="teacher reads at most 6"):
+        student.fit(x, y, epochs=1, verbose=0, callbacks=[Distillation(short_teacher)])
     with pytest.raises(ValueError, match="'hidden_states'"):
         Distillation(teacher, features="everything")
     with pytest.raises(ValueError, match="feature_weight"):
