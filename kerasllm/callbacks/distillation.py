@@ -12,6 +12,8 @@ from kerasllm.distillation.on_policy import sample_continuations
 from kerasllm.distillation.on_policy import uniform_noise
 from kerasllm.distillation.step_state import ScheduledValue
 from kerasllm.distillation.step_state import StepState
+from kerasllm.distillation.teacher_inputs import input_names
+from kerasllm.distillation.teacher_inputs import teacher_inputs
 from kerasllm.distillation.teacher_logits_cache import TeacherLogitsCache
 from kerasllm.losses import distillation
 from kerasllm.losses import feature_distillation
@@ -221,7 +223,7 @@ class Distillation(keras.callbacks.Callback):
                 value = self._evaluate(name, schedule, self._step)
                 self._scheduled[name] = ScheduledValue(value, name=f"distillation_{name}")
         if not self._offline:
-            self._teacher_takes_dict = _takes_dict(self.teacher)
+            self._teacher_input_names = input_names(self.teacher)
             self._teacher_was_trainable = self.teacher.trainable
             self.teacher.trainable = False
         self._step, self._resume_step = self._resume_step, 0
@@ -481,16 +483,7 @@ class Distillation(keras.callbacks.Callback):
             )
         if self.teacher_input_fn is not None:
             return self.teacher_input_fn(x)
-        if isinstance(x, dict):
-            if self._teacher_takes_dict:
-                return {k: v for k, v in x.items() if k in self._teacher_takes_dict}
-            return x if isinstance(self.teacher, LanguageModel) else x["token_ids"]
-        if self._teacher_takes_dict:
-            inputs = {"token_ids": x}
-            if "padding_mask" in self._teacher_takes_dict:
-                inputs["padding_mask"] = ops.ones_like(x, dtype="int32")
-            return inputs
-        return x
+        return teacher_inputs(x, self.teacher, self._teacher_input_names)
 
     def _mask(self, x, y, y_pred):
         mask = None
@@ -609,11 +602,3 @@ def _vocabulary_size(model):
     except (AttributeError, ValueError, TypeError):
         return None
 
-
-def _takes_dict(model):
-    """The input names of a functional model with dict inputs (KerasHub tasks), else `None`."""
-    try:
-        structure = model.input
-    except (AttributeError, ValueError, TypeError):
-        return None
-    return frozenset(structure) if isinstance(structure, dict) else None

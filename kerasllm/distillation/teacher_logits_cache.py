@@ -7,6 +7,8 @@ import os
 import keras
 import numpy as np
 
+from kerasllm.distillation.teacher_inputs import input_names
+from kerasllm.distillation.teacher_inputs import teacher_inputs
 from kerasllm.utils.atomic import atomic_directory
 
 FORMAT_VERSION = 1
@@ -222,7 +224,7 @@ def cache_teacher_logits(teacher, dataset, top_k, path, dtype="float32", overwri
         )
     path = os.path.abspath(os.fspath(path))
     _check_destination(path, overwrite)
-    takes_dict = _input_names(teacher)
+    names = input_names(teacher)
     batches, num_batches = _batches(dataset)
     progress = keras.utils.Progbar(num_batches, unit_name="batch") if verbose else None
 
@@ -247,7 +249,7 @@ def cache_teacher_logits(teacher, dataset, top_k, path, dtype="float32", overwri
                     seen.add(value)
                     new.append(row)
             if new:
-                logits = teacher.predict_on_batch(_teacher_inputs(x, ids, teacher, takes_dict))
+                logits = teacher.predict_on_batch(teacher_inputs(x if isinstance(x, dict) else ids, teacher, names))
                 logits = _as_logits(logits, ids.shape, step)
                 if vocabulary_size is None:
                     vocabulary_size = logits.shape[-1]
@@ -482,30 +484,6 @@ def _token_ids(x, step):
             "`.astype('int32')`."
         )
     return ids
-
-
-def _input_names(model):
-    """The input names of a functional model with dict inputs (KerasHub tasks), else `None`."""
-    try:
-        structure = model.input
-    except (AttributeError, ValueError, TypeError):
-        return None
-    return frozenset(structure) if isinstance(structure, dict) else None
-
-
-def _teacher_inputs(x, ids, teacher, takes_dict):
-    from kerasllm.models.language_model import LanguageModel
-
-    if takes_dict is None:
-        if isinstance(x, dict) and isinstance(teacher, LanguageModel):
-            return {name: value for name, value in x.items() if name in ("token_ids", "padding_mask")}
-        return ids
-    if isinstance(x, dict):
-        return {name: value for name, value in x.items() if name in takes_dict}
-    inputs = {"token_ids": ids}
-    if "padding_mask" in takes_dict:
-        inputs["padding_mask"] = np.ones_like(ids, dtype="int32")
-    return inputs
 
 
 def _as_logits(outputs, ids_shape, step):
