@@ -1,0 +1,19 @@
+"""Data and model parallelism through `keras.distribution` (JAX backend)."""
+
+from kerasllm.distribution.layout_map import DEFAULT_MAX_REPLICATED_SIZE
+from kerasllm.distribution.layout_map import auto_layout_map
+from kerasllm.distribution.layout_map import check_layout_map
+from kerasllm.distribution.layout_map import get_layout_map
+from kerasllm.distribution.setup import check_batch_size
+from kerasllm.distribution.setup import data_parallel
+from kerasllm.distribution.setup import model_parallel
+
+__all__ = [
+    "DEFAULT_MAX_REPLICATED_SIZE",
+    "get_layout_map",
+    "auto_layout_map",
+    "check_layout_map",
+    "data_parallel",
+    "model_parallel",
+    "check_batch_size",
+]

@@ -1,0 +1,204 @@
+"""One-call set-ups of `keras.distribution` for the common cases: data parallel and model parallel."""
+
+import keras
+
+from kerasllm.distribution.layout_map import DEFAULT_MAX_REPLICATED_SIZE
+from kerasllm.distribution.layout_map import auto_layout_map
+from kerasllm.distribution.layout_map import check_layout_map
+from kerasllm.distribution.layout_map import get_layout_map
+
+DEVICE_TYPES = ("cpu", "gpu", "tpu")
+
+
+def _require_jax():
+    backend = keras.backend.backend()
+    if backend != "jax":
+        raise ValueError(
+            f"keras.distribution supports JAX only in Keras 3.15, and the backend is {backend!r}. Set "
+            "KERAS_BACKEND=jax to use kerasllm.distribution. On TensorFlow use tf.distribute (e.g. "
+            "`tf.distribute.MirroredStrategy()` and build and compile the model under `strategy.scope()`); on "
+            "torch use torch.distributed (DistributedDataParallel)."
+        )
+
+
+def _resolve_devices(devices):
+    if devices is None:
+        return keras.distribution.list_devices()
+    if isinstance(devices, str):
+        if devices.lower() not in DEVICE_TYPES:
+            raise ValueError(
+                f"Unknown device type {devices!r}; use one of {DEVICE_TYPES}, a list of devices such as "
+                "['gpu:0', 'gpu:1'] (see `keras.distribution.list_devices()`), or None for all devices."
+            )
+        return keras.distribution.list_devices(devices.lower())
+    devices = list(devices)
+    for device in devices:
+        kind = str(device).split(":")[0].lower()
+        if kind not in DEVICE_TYPES:
+            raise ValueError(
+                f"Unknown device {device!r}: a device is written 'TYPE:INDEX' with TYPE one of {DEVICE_TYPES}, "
+                f"e.g. 'gpu:0'. The available devices are {keras.distribution.list_devices()}."
+            )
+    if not devices:
+        raise ValueError("devices is an empty list; pass None to use every device, or e.g. ['gpu:0', 'gpu:1'].")
+    return devices
+
+
+def data_parallel(devices=None, auto_shard_dataset=True):
+    """Replicates the model on every device and splits each batch across them (JAX only).
+
+    Sets `keras.distribution.DataParallel` as the global distribution: models built afterwards are
+    replicated, and `fit` splits each batch along its first axis, so the batch size must be a multiple
+    of the number of devices (see `check_batch_size`).
+
+    Args:
+        devices: None, a device type (`"cpu"`, `"gpu"`, `"tpu"`) or a list of devices such as
+            `["gpu:0", "gpu:1"]`. Defaults to `None` (every device of the default type, on every host).
+        auto_shard_dataset: bool. With several processes, let Keras split a `tf.data.Dataset` between
+            them; set `False` when each process feeds its own shard. Defaults to `True`.
+
+    Returns:
+        The `keras.distribution.DataParallel` that was set.
+
+    Example:
+
+    >>> kerasllm.distribution.data_parallel()
+    >>> model = kerasllm.models.CausalLM.from_preset("tiny", vocabulary_size=512)
+    """
+    _require_jax()
+    distribution = keras.distribution.DataParallel(
+        devices=_resolve_devices(devices), auto_shard_dataset=auto_shard_dataset
+    )
+    keras.distribution.set_distribution(distribution)
+    return distribution
+
+
+def model_parallel(
+    model=None,
+    model_dim=None,
+    devices=None,
+    layout_map=None,
+    auto_shard_dataset=True,
+    max_replicated_size=DEFAULT_MAX_REPLICATED_SIZE,
+):
+    """Splits weights over `model_dim` devices and batches over the rest (JAX only).
+
+    Builds a `("batch", "model")` device mesh of shape `(n_devices // model_dim, model_dim)`, a layout
+    map (`model.get_layout_map` for a kerasllm model, else `kerasllm.distribution.auto_layout_map`, or
+    the one given) and sets `keras.distribution.ModelParallel` as the global distribution. Models built
+    after this call are created sharded. A `model` passed in, already built, is resharded in place (its
+    variables move to their layouts), so it need not be rebuilt; a model too large for one device
+    should instead be built after the call, with `layout_map` computed from a small copy of the same
+    architecture (the rules are regexes on variable paths).
+
+    Args:
+        model: a built `keras.Model` to lay out and reshard, or `None` (then `layout_map` is required).
+            Defaults to `None`.
+        model_dim: int. Number of devices each weight is split over; must divide the device count.
+            Defaults to `None` (every device: mesh `(1, n_devices)`).
+        devices: None, a device type (`"cpu"`, `"gpu"`, `"tpu"`) or a list of devices. Defaults to
+            `None` (every device of the default type).
+        layout_map: `keras.distribution.LayoutMap` or None. Used as is if given, with its own device
+            mesh (which needs a `"batch"` axis); `model_dim` and `devices` are then not used to build
+            one. Defaults to `None`.
+        auto_shard_dataset: bool. See `data_parallel`. Defaults to `True`.
+        max_replicated_size: int. Passed to the layout-map builders. Defaults to `2**20`.
+
+    Returns:
+        The `keras.distribution.ModelParallel` that was set.
+
+    Example:
+
+    >>> model = kerasllm.models.CausalLM.from_preset("tiny", vocabulary_size=512)
+    >>> kerasllm.distribution.model_parallel(model, model_dim=4)
+    >>> model.compile(optimizer="adamw", loss=kerasllm.losses.CausalLMLoss())
+    """
+    _require_jax()
+    if model is None and layout_map is None:
+        raise ValueError(
+            "model_parallel needs a `model` (to derive its layout map) or a `layout_map`. Pass the built model, "
+            "e.g. `kerasllm.distribution.model_parallel(model, model_dim=4)`."
+        )
+    if layout_map is not None:
+        # The layout map's mesh is the one used; `model_dim` and `devices` may only restate it.
+        mesh = layout_map.device_mesh
+        if mesh is None or "batch" not in mesh.axis_names:
+            raise ValueError(
+                "layout_map must carry a device mesh with a 'batch' axis, e.g. `keras.distribution.DeviceMesh("
+                "(2, 4), ('batch', 'model'), keras.distribution.list_devices())`."
+            )
+        sizes = dict(zip(mesh.axis_names, mesh.shape))
+        if model_dim is not None and sizes.get("model") != model_dim:
+            raise ValueError(
+                f"model_dim={model_dim} disagrees with the layout map's mesh {sizes}. Leave model_dim out when "
+                "passing a layout_map, or build the layout map on a mesh with that model dimension."
+            )
+        if model is not None:
+            check_layout_map(model, layout_map, max_replicated_size=max_replicated_size)
+    else:
+        devices = _resolve_devices(devices)
+        n_devices = len(devices)
+        model_dim = n_devices if model_dim is None else model_dim
+        if isinstance(model_dim, bool) or not isinstance(model_dim, int) or model_dim < 1 or n_devices % model_dim:
+            raise ValueError(
+                f"model_dim must be a positive integer that divides the number of devices ({n_devices}), got "
+                f"{model_dim!r}. Choose one of "
+                f"{[d for d in range(1, n_devices + 1) if n_devices % d == 0]}."
+            )
+        mesh = keras.distribution.DeviceMesh(
+            shape=(n_devices // model_dim, model_dim), axis_names=("batch", "model"), devices=devices
+        )
+        if hasattr(model, "get_layout_map"):
+            layout_map = model.get_layout_map(mesh, max_replicated_size=max_replicated_size)
+        elif _is_kerasllm(model):  # e.g. a SequenceClassifier: the rules cover its backbone and head
+            layout_map = get_layout_map(model, mesh, max_replicated_size=max_replicated_size)
+        else:
+            layout_map = auto_layout_map(model, mesh, max_replicated_size=max_replicated_size)
+    distribution = keras.distribution.ModelParallel(
+        layout_map=layout_map, batch_dim_name="batch", auto_shard_dataset=auto_shard_dataset
+    )
+    keras.distribution.set_distribution(distribution)
+    if model is not None:
+        _reshard(model, distribution)
+    return distribution
+
+
+def check_batch_size(batch_size, distribution=None):
+    """Raises a `ValueError` if `batch_size` cannot be split over the data-parallel axis.
+
+    Keras splits each batch along its first axis over the mesh's batch axis; a batch size that axis
+    does not divide fails inside the compiled step with a backend error. Call this before `fit`.
+
+    Args:
+        batch_size: int. The global batch size (every process together).
+        distribution: `keras.distribution.Distribution` or None. Defaults to the global one.
+    """
+    distribution = distribution or keras.distribution.distribution()
+    if distribution is None:
+        return
+    mesh = distribution.device_mesh
+    replicas = mesh.shape[list(mesh.axis_names).index(distribution.batch_dim_name)]
+    if batch_size % replicas:
+        low = batch_size // replicas * replicas
+        raise ValueError(
+            f"batch_size {batch_size} is not divisible by the data-parallel dimension of the mesh ({replicas}), "
+            f"so batches cannot be split evenly. Use a multiple of {replicas}, e.g. {low or replicas} or "
+            f"{low + replicas}."
+        )
+
+
+def _reshard(model, distribution):
+    # Keras lays a variable out when it is created; one created before the distribution was set holds
+    # its value on one device. Giving it its layout and re-assigning its value moves it (the JAX
+    # variable's assign distributes the new value according to `_layout`).
+    for variable in model.weights:
+        variable._layout = None
+        layout = distribution.get_variable_layout(variable)
+        variable._layout = layout
+        variable.assign(variable.value)
+
+
+def _is_kerasllm(model):
+    from kerasllm.models.transformer_backbone import TransformerBackbone
+
+    return isinstance(model, TransformerBackbone) or isinstance(getattr(model, "backbone", None), TransformerBackbone)
