@@ -30,19 +30,24 @@ import json
 import math
 import os
 import shutil
+import sys
 import time
 
-import keras
-import numpy as np
+# Python puts this folder first on the import path; its compression.py would shadow the standard
+# library's `compression` package, which JAX imports.
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
 
-import kerasllm
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+import kerasllm  # noqa: E402
 
 # ----------------------------------------------------------------------------------------------------
 # Settings
 SEQ_LEN, BATCH_SIZE, VOCABULARY = 128, 16, 2048
 TEACHER = dict(num_layers=6, num_heads=4, hidden_dim=256, intermediate_dim=1024)
 STUDENT = dict(num_layers=2, num_heads=4, hidden_dim=128, intermediate_dim=512)
-TEACHER_STEPS, STUDENT_STEPS = 600, 600
+TEACHER_STEPS, STUDENT_STEPS = 300, 300
 TEACHER_LR, STUDENT_LR = 1e-3, 2e-3
 TEMPERATURE, ALPHA, TOP_K = 2.0, 0.5, 64
 WARMUP_STEPS_SKIPPED = 10
@@ -64,6 +69,8 @@ class StepTimer(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         float(logs["loss"])  # JAX dispatches asynchronously: wait for the step
         self.stamps.append(time.perf_counter())
+        if (len(self.stamps) - 1) % 50 == 0:
+            print(f"  step {len(self.stamps) - 1}/{self.steps}, {self.stamps[-1] - self.stamps[0]:.0f} s", flush=True)
         if len(self.stamps) - 1 >= self.steps:
             self.model.stop_training = True
 

@@ -24,3 +24,4 @@ from kerasllm import utils
 from kerasllm import callbacks
 from kerasllm import quantization
 from kerasllm import distillation
+from kerasllm import distribution

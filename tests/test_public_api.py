@@ -11,17 +11,20 @@ PUBLIC = {
                "DecoderBlock", "EncoderBlock", "LayerNormalization", "RMSNormalization", "LowRankDense"],
     "losses": ["CausalLMLoss", "MaskedLMLoss", "sparse_cross_entropy", "IGNORE_INDEX", "DistillationLoss",
                "distillation"],
-    "metrics": ["Perplexity", "MaskedAccuracy"],
+    "metrics": ["Perplexity", "MaskedAccuracy", "bleu", "BLEU", "rouge_n", "rouge_l", "ROUGE"],
     "tokenizers": ["Tokenizer", "BytePairTokenizer", "CharacterTokenizer", "load"],
     "data": ["load_text", "LanguageModelingDataset", "language_modeling_splits", "pack_documents", "pad_sequences",
-             "mask_tokens", "MaskedLanguageModelingDataset", "masked_language_modeling_splits", "IGNORE_INDEX"],
+             "mask_tokens", "MaskedLanguageModelingDataset", "masked_language_modeling_splits", "IGNORE_INDEX",
+             "ReplayDataset", "MixtureDataset", "few_shot_prompt"],
     "datasets": ["shakespeare", "shakespeare_plays", "shakespeare_genre", "GENRE_LABELS"],
     "optimizers": ["AdamW", "create_optimizer", "scale_learning_rates", "layer_decay_multipliers"],
     "callbacks": ["TrainingLogger", "Distillation", "Checkpoint", "CheckpointError", "NonFiniteGuard", "Pruning",
-                  "QuantizationAwareTraining"],
+                  "QuantizationAwareTraining", "ElasticWeightConsolidation"],
     "distillation": ["TeacherLogitsCache", "cache_teacher_logits", "student_from_teacher"],
     "quantization": ["quantize", "convert", "fake_quantize_int8_weight", "fake_quantize_int8_input",
                      "fake_quantize_int4_weight", "strip_pruning", "factorize"],
+    "distribution": ["get_layout_map", "auto_layout_map", "check_layout_map", "data_parallel", "model_parallel",
+                     "check_batch_size"],
 }
 
 

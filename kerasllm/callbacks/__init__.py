@@ -11,3 +11,6 @@ __all__ += ["QuantizationAwareTraining"]
 from kerasllm.callbacks.pruning import Pruning
 
 __all__ += ["Pruning"]
+from kerasllm.callbacks.elastic_weight_consolidation import ElasticWeightConsolidation
+
+__all__ += ["ElasticWeightConsolidation"]

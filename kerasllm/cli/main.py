@@ -58,6 +58,10 @@ def build_parser():
                        help="Save an exact-resume checkpoint every N steps in <run>/checkpoints. Default: off.")
     train.add_argument("--resume", action="store_true",
                        help="Continue the run --output/--name from its newest checkpoint (same arguments).")
+    train.add_argument("--data-parallel", action="store_true",
+                       help="JAX: replicate the model on every device and split each batch across them.")
+    train.add_argument("--model-parallel", type=int, default=None, metavar="N",
+                       help="JAX: split the weights over N devices (Megatron layout), batches over the rest.")
 
     info = commands.add_parser("info", help="Print versions and the Keras backend in use.")
     info.add_argument("--backend", choices=BACKENDS, default=argparse.SUPPRESS, help="Keras backend.")
@@ -126,6 +130,39 @@ def build_parser():
     prune.add_argument("--batch-size", type=int, default=None, help="Default: the run's batch size.")
     prune.add_argument("--seq-len", type=int, default=None, help="Default: the run's sequence length.")
     prune.add_argument("--output", help="Output .keras file. Default: <run>/model-pruned.keras.")
+
+    quantize = commands.add_parser("quantize", help="Quantize a trained model to int8 / int4 (PTQ, GPTQ or QAT).")
+    quantize.add_argument("--backend", choices=BACKENDS, default=argparse.SUPPRESS, help="Keras backend.")
+    quantize.add_argument("--model", required=True, help="A run folder or a .keras file.")
+    quantize.add_argument("--tokenizer", help="Tokenizer folder. Default: the run's tokenizer/.")
+    quantize.add_argument("--data", help="Text for QAT / GPTQ calibration and validation. Default: the run's corpus.")
+    quantize.add_argument("--mode", choices=("int8", "int4"), required=True, help="Weight precision.")
+    quantize.add_argument("--method", choices=("ptq", "gptq", "qat"), default=None,
+                          help="Post-training, GPTQ (int4) or quantization-aware fine-tuning. "
+                               "Default: qat with --qat-steps, else ptq.")
+    quantize.add_argument("--qat-steps", type=int, default=None, help="QAT fine-tuning steps. Default: 200.")
+    quantize.add_argument("--group-size", type=int, default=128,
+                          help="int4 / GPTQ input rows per scale; -1 for one per output channel. Default: 128.")
+    quantize.add_argument("--calibration-samples", type=int, default=128, help="GPTQ windows. Default: 128.")
+    quantize.add_argument("--learning-rate", type=float, default=5e-4, help="QAT peak learning rate. Default: 5e-4.")
+    quantize.add_argument("--batch-size", type=int, default=None, help="Default: the run's batch size.")
+    quantize.add_argument("--seq-len", type=int, default=None, help="Default: the run's sequence length.")
+    quantize.add_argument("--output", help="Output .keras file. Default: <run>/model-<mode>[-<method>].keras.")
+
+    factorize = commands.add_parser("factorize", help="Replace projections by low-rank factors (SVD), then fine-tune.")
+    factorize.add_argument("--backend", choices=BACKENDS, default=argparse.SUPPRESS, help="Keras backend.")
+    factorize.add_argument("--model", required=True, help="A run folder or a .keras file.")
+    factorize.add_argument("--tokenizer", help="Tokenizer folder. Default: the run's tokenizer/.")
+    factorize.add_argument("--data", help="Text to fine-tune and validate on. Default: the run's corpus.")
+    factorize.add_argument("--energy", type=float, default=0.9,
+                           help="Share of squared singular values each layer keeps. Default: 0.9.")
+    factorize.add_argument("--rank", type=int, default=None, help="One rank for every layer (instead of --energy).")
+    factorize.add_argument("--steps", type=int, default=200,
+                           help="Fine-tuning steps after factorizing (0: none). Default: 200.")
+    factorize.add_argument("--learning-rate", type=float, default=5e-4, help="Peak learning rate. Default: 5e-4.")
+    factorize.add_argument("--batch-size", type=int, default=None, help="Default: the run's batch size.")
+    factorize.add_argument("--seq-len", type=int, default=None, help="Default: the run's sequence length.")
+    factorize.add_argument("--output", help="Output .keras file. Default: <run>/model-lowrank.keras.")
     return parser
 
 
@@ -156,6 +193,14 @@ def main(argv=None):
         from kerasllm.cli.prune import prune
 
         return prune(args)
+    if args.command == "quantize":
+        from kerasllm.cli.quantize import quantize
+
+        return quantize(args)
+    if args.command == "factorize":
+        from kerasllm.cli.factorize import factorize
+
+        return factorize(args)
     if args.command == "distill":
         from kerasllm.cli.distill import distill
 

@@ -40,7 +40,15 @@ def train(args):
         tokenizer = kerasllm.tokenizers.BytePairTokenizer.train(text, vocabulary_size=args.vocabulary_size)
     train_data, val_data = split_corpus(text, tokenizer, args, f"tokenizer: {args.tokenizer}")
 
+    if getattr(args, "data_parallel", False) and getattr(args, "model_parallel", None):
+        raise SystemExit("kerasllm: --model-parallel N already splits batches over the other devices; drop --data-parallel.")
+    if getattr(args, "data_parallel", False):  # before the model exists, so it is built replicated
+        kerasllm.distribution.data_parallel()
     model = build_preset_model(args, tokenizer.vocabulary_size)
+    if getattr(args, "model_parallel", None):  # moves the built model's weights to their shards
+        kerasllm.distribution.model_parallel(model, model_dim=args.model_parallel)
+    if keras.distribution.distribution() is not None:
+        kerasllm.distribution.check_batch_size(args.batch_size)
     compile_for_training(model, args)
     write_run_config(run_dir, args, name)
 

@@ -7,6 +7,9 @@ from kerasllm.data.packing import pack_documents
 from kerasllm.data.padding import pad_sequences
 from kerasllm.data.splits import language_modeling_splits, masked_language_modeling_splits
 from kerasllm.data.text_loading import load_documents, load_text
+from kerasllm.data.few_shot import few_shot_prompt
+from kerasllm.data.mixture import MixtureDataset
+from kerasllm.data.replay import ReplayDataset
 
 __all__ = [
     "IGNORE_INDEX",
@@ -20,3 +23,4 @@ __all__ = [
     "pack_documents",
     "pad_sequences",
 ]
+__all__ += ["MixtureDataset", "ReplayDataset", "few_shot_prompt"]

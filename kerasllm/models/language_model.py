@@ -35,7 +35,8 @@ class LanguageModel(keras.Model):
     Not used directly: see `kerasllm.models.CausalLM` and `kerasllm.models.MaskedLM`, whose docstrings
     list the architecture arguments. Two more arguments restore parameter-efficient fine-tuning when a
     saved model is rebuilt from its config: `lora` (the settings of `enable_lora`) and `prompt_tuning`
-    (those of `enable_prompt_tuning`), both `None` by default.
+    (those of `enable_prompt_tuning`), both `None` by default. `low_rank` (`{path: rank}`, the plan of
+    `kerasllm.quantization.factorize`) rebuilds a factorized model with its `LowRankDense` layers.
     """
 
     causal = True
@@ -61,6 +62,7 @@ class LanguageModel(keras.Model):
         rope_max_wavelength=10000.0,
         lora=None,
         prompt_tuning=None,
+        low_rank=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -113,6 +115,11 @@ class LanguageModel(keras.Model):
         self.layer_norm_epsilon = layer_norm_epsilon
         self.rope_max_wavelength = rope_max_wavelength
         self.build((None, None))
+        # A saved factorized model (`kerasllm.quantization.factorize`) is rebuilt with its factors.
+        if low_rank:
+            from kerasllm.quantization.factorize import apply_low_rank
+
+            apply_low_rank(self, low_rank)
         # A saved model with adapters or a soft prompt is rebuilt with them; its weights load after.
         if prompt_tuning:
             self.enable_prompt_tuning(**prompt_tuning)
@@ -168,6 +175,15 @@ class LanguageModel(keras.Model):
         else:
             logits = self.backbone.token_embedding(hidden, reverse=True)
         return ops.cast(logits, "float32")
+
+    def __call__(self, inputs, *args, **kwargs):
+        # Values can only be read outside a traced step: host data (NumPy arrays, lists) handed to
+        # `model(x)` is checked here, before Keras turns it into backend tensors. Without it JAX
+        # returns NaN rows for ids >= vocabulary_size and wraps negative ids, silently.
+        token_ids = inputs.get("token_ids") if isinstance(inputs, dict) else inputs
+        if isinstance(token_ids, (np.ndarray, list)):
+            self.check_token_ids(np.asarray(token_ids), name="inputs")
+        return super().__call__(inputs, *args, **kwargs)
 
     def call(self, inputs, training=None):
         token_ids, padding_mask = self._unpack_inputs(inputs)
@@ -348,6 +364,31 @@ class LanguageModel(keras.Model):
         """Loads a soft prompt saved by `save_prompt` (enabling prompt tuning if needed)."""
         prompt_lib.load_prompt(self, path)
 
+    # --- parallelism -------------------------------------------------------------------------------
+
+    def get_layout_map(
+        self, device_mesh, model_parallel_dim_name="model", data_parallel_dim_name="batch", max_replicated_size=2**20
+    ):
+        """Megatron-style `keras.distribution.LayoutMap` for this model.
+
+        See `kerasllm.distribution.get_layout_map` for the rules and the errors it raises.
+
+        Args:
+            device_mesh: `keras.distribution.DeviceMesh`. The mesh the weights are split over.
+            model_parallel_dim_name: str. Mesh axis weights are split along. Defaults to `"model"`.
+            data_parallel_dim_name: str. Mesh axis batches are split along. Defaults to `"batch"`.
+            max_replicated_size: int. A larger weight that no rule covers raises an error. Defaults
+                to `2**20`.
+
+        Returns:
+            A `keras.distribution.LayoutMap`.
+        """
+        from kerasllm.distribution import layout_map as layout_map_lib
+
+        return layout_map_lib.get_layout_map(
+            self, device_mesh, model_parallel_dim_name, data_parallel_dim_name, max_replicated_size
+        )
+
     # --- presets and config ------------------------------------------------------------------------
 
     @classmethod
@@ -376,6 +417,9 @@ class LanguageModel(keras.Model):
         config.update({name: getattr(self, name) for name in ARCHITECTURE_ARGUMENTS})
         prompt_tuning = prompt_lib.prompt_tuning_config(self)
         config["lora"] = lora_lib.lora_config(self)
+        from kerasllm.quantization.factorize import low_rank_config
+
+        config["low_rank"] = low_rank_config(self) or None
         config["prompt_tuning"] = None if prompt_tuning is None else dict(prompt_tuning, initializer="random")
         return config
 

@@ -81,7 +81,9 @@ def test_energy_picks_the_smallest_rank_and_skips_layers_without_saving(model):
     assert "no saving" in report["skipped"]["backbone/block_0/attention/query"]
 
 
-def test_factorized_model_fine_tunes_and_reloads_in_a_fresh_process(model, tmp_path, run_in_fresh_process):
+def test_factorized_model_fine_tunes_saves_as_keras_and_reloads_in_a_fresh_process(
+    model, tmp_path, run_in_fresh_process
+):
     small, report = kerasllm.quantization.factorize(model, rank=4, layers="feedforward")
     assert sorted(report["ranks"]) == ["backbone/block_0/feedforward/intermediate",
                                        "backbone/block_0/feedforward/output"]
@@ -90,16 +92,17 @@ def test_factorized_model_fine_tunes_and_reloads_in_a_fresh_process(model, tmp_p
     ids = np.random.default_rng(2).integers(0, 61, size=(8, 9))
     history = small.fit(ids[:, :-1], ids[:, 1:], batch_size=4, epochs=3, verbose=0)
     assert history.history["loss"][-1] < history.history["loss"][0]
-    weights = str(tmp_path / "small.weights.h5")
-    small.save_weights(weights)
+    path = str(tmp_path / "small.keras")
+    small.save(path)
     np.save(tmp_path / "x.npy", _ids())
     expected = ops.convert_to_numpy(small(_ids()))
+    # A .keras file reloads as the factorized model (its `low_rank` config entry) in a fresh process.
     run_in_fresh_process(
         "import numpy as np, keras, kerasllm\n"
-        "from kerasllm.quantization.factorize import apply_low_rank\n"
-        f"model = kerasllm.models.CausalLM(**{CONFIG!r})\n"
-        f"apply_low_rank(model, {report['ranks']!r})\n"
-        f"model.load_weights({weights!r})\n"
+        f"model = keras.saving.load_model({path!r})\n"
+        "from kerasllm.quantization.factorize import low_rank_config\n"
+        f"assert low_rank_config(model) == {report['ranks']!r}, low_rank_config(model)\n"
+        f"assert model.count_params() == {small.count_params()}\n"
         f"np.save({str(tmp_path / 'logits.npy')!r}, "
         f"keras.ops.convert_to_numpy(model(np.load({str(tmp_path / 'x.npy')!r}))))\n"
     )
