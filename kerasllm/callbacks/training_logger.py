@@ -34,8 +34,17 @@ class TrainingLogger(keras.callbacks.Callback):
 
     Logged values are the running means Keras reports for the epoch so far, as in the progress bar.
 
+    Resuming: pass the logger to `kerasllm.callbacks.Checkpoint(..., callbacks=[logger])`. Its
+    `get_state()` (the step counter) is saved with each checkpoint; a resumed `fit` keeps the rows of
+    both files up to the restored step, drops those the interrupted run wrote after it (the resumed
+    run trains those steps again), and appends from there, so every step appears once and `step`
+    continues. The files are opened at the first batch, after every `on_train_begin`, so the order of
+    the logger and the checkpoint in `fit(callbacks=...)` does not matter. Without a restored state
+    the files are overwritten.
+
     Args:
-        directory: str. Folder for the files; created if missing. Existing files are overwritten.
+        directory: str. Folder for the files; created if missing. Existing files are overwritten,
+            unless a `Checkpoint` restores the logger's state (then they are continued).
         every_n_steps: int. Write a row every this many batches. Defaults to `1`.
         plot: bool. Whether to write `loss.png` at the end of training. Defaults to `True`.
 
@@ -61,20 +70,43 @@ class TrainingLogger(keras.callbacks.Callback):
         self._writers = {}
         self._step = 0
         self._epoch = 0
+        self._restored_step = None
+        self._files_ready = False
+        self._running_batch = None
 
     def on_train_begin(self, logs=None):
         os.makedirs(self.directory, exist_ok=True)
         self._close()
-        for path in (self.history_path, self.validation_path):
-            if os.path.exists(path):
-                os.remove(path)
-        self._step = 0
+        self._files_ready = False
+        if self._restored_step is None:
+            self._step = 0
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
 
+    def on_train_batch_begin(self, batch, logs=None):
+        if not self._files_ready:
+            self._prepare_files()
+        self._running_batch = batch
+
+    def _prepare_files(self):
+        # Runs at the first batch, after every callback's `on_train_begin`: a `Checkpoint` listed
+        # before or after this logger has restored its state by then.
+        if self._restored_step is None:
+            for path in (self.history_path, self.validation_path):
+                if os.path.exists(path):
+                    os.remove(path)
+        else:
+            for path in (self.history_path, self.validation_path):
+                _truncate_after_step(path, self._restored_step)
+            self._step, self._restored_step = self._restored_step, None
+        self._files_ready = True
+
     def on_train_batch_end(self, batch, logs=None):
+        # Counted at the end, as `Checkpoint` counts: Keras may begin a batch that the data then does
+        # not deliver (the shortened epoch of a resumed run).
         self._step += 1
+        self._running_batch = None
         if self._step % self.every_n_steps:
             return
         logs = logs or {}
@@ -89,6 +121,7 @@ class TrainingLogger(keras.callbacks.Callback):
         self._write("history", ["step", "epoch", *keys, "learning_rate", "gradient_norm"], row)
 
     def on_epoch_end(self, epoch, logs=None):
+        self._running_batch = None
         validation = {k: v for k, v in (logs or {}).items() if k.startswith("val_")}
         if not validation:
             return
@@ -98,6 +131,8 @@ class TrainingLogger(keras.callbacks.Callback):
         self._write("validation", ["epoch", "step", *keys], row)
 
     def on_train_end(self, logs=None):
+        if not self._files_ready:  # no batch ran
+            self._prepare_files()
         self._close()
         if self.plot and os.path.exists(self.history_path):
             plot_history(
@@ -109,10 +144,14 @@ class TrainingLogger(keras.callbacks.Callback):
     def _write(self, kind, columns, row):
         if kind not in self._writers:
             path = self.history_path if kind == "history" else self.validation_path
-            self._files[kind] = open(path, "w", newline="")
-            # Columns are fixed by the first row; later extra keys are dropped, missing ones left empty.
-            self._writers[kind] = csv.DictWriter(self._files[kind], fieldnames=columns, extrasaction="ignore")
-            self._writers[kind].writeheader()
+            existing = _header(path)
+            # Columns are fixed by the first row (or by the file a resumed run continues); later extra
+            # keys are dropped, missing ones left empty.
+            self._files[kind] = open(path, "a" if existing else "w", newline="")
+            fieldnames = existing or columns
+            self._writers[kind] = csv.DictWriter(self._files[kind], fieldnames=fieldnames, extrasaction="ignore")
+            if not existing:
+                self._writers[kind].writeheader()
         self._writers[kind].writerow({k: "" if v is None else v for k, v in row.items()})
         self._files[kind].flush()
 
@@ -121,12 +160,44 @@ class TrainingLogger(keras.callbacks.Callback):
             f.close()
         self._files, self._writers = {}, {}
 
+    def get_state(self):
+        """The step counter, for `kerasllm.callbacks.Checkpoint(..., callbacks=[logger])`."""
+        # A `Checkpoint` listed before the logger saves inside the batch, before the logger counts it.
+        return {"step": self._step + (self._running_batch is not None)}
+
+    def set_state(self, state):
+        """Restores `get_state()`; the next `fit` continues the files from that step."""
+        self._step = self._restored_step = int(state["step"])
+
     def get_config(self):
         return {"directory": self.directory, "every_n_steps": self.every_n_steps, "plot": self.plot}
 
     @classmethod
     def from_config(cls, config):
         return cls(**config)
+
+
+def _header(path):
+    """The column names of an existing non-empty CSV file, or `None`."""
+    if not os.path.exists(path):
+        return None
+    with open(path, newline="") as f:
+        return next(csv.reader(f), None)
+
+
+def _truncate_after_step(path, step):
+    """Keeps the header and the rows of `path` whose `step` is at most `step`; rewrites it atomically."""
+    header = _header(path)
+    if header is None:
+        return
+    with open(path, newline="") as f:
+        rows = [row for row in csv.DictReader(f) if row.get("step") and int(float(row["step"])) <= step]
+    temporary = f"{path}.tmp"
+    with open(temporary, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=header)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(temporary, path)
 
 
 def _gradient_norm(optimizer):

@@ -112,9 +112,12 @@ class CausalLM(LanguageModel):
         else:
             if tokenizer is not None:
                 self.check_tokenizer(tokenizer)
-            sequences = [list(np.asarray(prompts).reshape(-1))] if single else [list(np.asarray(s).reshape(-1)) for s in prompts]
+            sequences = [_prompt_row(prompts)] if single else [_prompt_row(s) for s in _prompt_rows(prompts)]
         if not sequences or any(len(s) == 0 for s in sequences):
-            raise ValueError("Each prompt needs at least one token; got an empty prompt.")
+            raise ValueError(
+                "Each prompt needs at least one token; got an empty prompt. Give at least one token per "
+                "prompt (e.g. the tokenizer's `eos_token_id` to generate from nothing)."
+            )
         for row in sequences:
             self.check_token_ids(np.asarray(row)[None], name="prompt token ids")
         if stop_token_ids is None:
@@ -162,6 +165,28 @@ class CausalLM(LanguageModel):
         return new_tokens
 
 
+def _prompt_rows(prompts):
+    """The rows of a batch of token-id prompts; a 0-d array is no batch."""
+    if isinstance(prompts, np.ndarray) and prompts.ndim != 2:
+        raise ValueError(
+            f"Token-id prompts must have shape (T,) for one prompt or (B, T) for a batch, but got shape "
+            f"{prompts.shape}. Pass a list or array of ids (e.g. `[id]`), or remove extra axes with "
+            "`ids.squeeze(-1)`."
+        )
+    return list(prompts)
+
+
+def _prompt_row(row):
+    """One prompt as a list of ids; it must be 1-D (ids are checked after)."""
+    array = np.asarray(row)
+    if array.ndim != 1:
+        raise ValueError(
+            f"Each token-id prompt must be a 1-D sequence of ids, but one has shape {array.shape}. Use "
+            "shape (T,) for one prompt or (B, T) for a batch; remove extra axes with `ids.squeeze(-1)`."
+        )
+    return list(array)
+
+
 def _prompt_kind(prompts):
     """Returns `(is_text, is_single)` for the forms `generate` accepts."""
     if isinstance(prompts, str):
@@ -171,7 +196,8 @@ def _prompt_kind(prompts):
     if not isinstance(prompts, (list, tuple)) or not prompts:
         raise ValueError(
             "`prompts` must be a string, a non-empty list of strings, or token ids (a list of ints, a list "
-            f"of lists of ints, or an array); got {type(prompts).__name__} {prompts!r:.80}."
+            f"of lists of ints, or an array); got {type(prompts).__name__} {prompts!r:.80}. Wrap a single id in "
+            "a list (`[id]`), or pass text with `tokenizer=`."
         )
     first = prompts[0]
     if isinstance(first, str):

@@ -38,11 +38,15 @@ def validate_token_ids(token_ids, vocabulary_size=None, max_length=None, name="t
                 "the vocabulary; cast them with `.astype('int32')` if they are whole numbers, or "
                 "tokenize text with a `kerasllm.tokenizers` tokenizer."
             )
-        raise ValueError(f"`{name}` must hold integer token ids, but its dtype is {array.dtype}.")
+        raise ValueError(
+            f"`{name}` must hold integer token ids, but its dtype is {array.dtype}. Tokenize text with a "
+            "`kerasllm.tokenizers` tokenizer (`tokenizer.encode(text)`) and pass the ids it returns."
+        )
     if ranks is not None and array.ndim not in ranks:
         raise ValueError(
-            f"`{name}` must have rank {' or '.join(str(r) for r in ranks)} (e.g. shape (batch, sequence)), "
-            f"but it has shape {array.shape}."
+            f"`{name}` must have rank {' or '.join(str(r) for r in ranks)} "
+            f"({' or '.join(_RANK_SHAPES.get(r, f'rank {r}') for r in ranks)}), but it has shape "
+            f"{array.shape}. {_rank_fix(array.ndim, ranks)}"
         )
     if array.size == 0:
         raise ValueError(f"`{name}` is empty (shape {array.shape}); give at least one token.")
@@ -69,6 +73,21 @@ def validate_token_ids(token_ids, vocabulary_size=None, max_length=None, name="t
             f"the data pipeline) or build the model with a larger `max_sequence_length`."
         )
     return array
+
+
+_RANK_SHAPES = {1: "shape (sequence,)", 2: "shape (batch, sequence)"}
+
+
+def _rank_fix(ndim, ranks):
+    if ndim < min(ranks):
+        if max(ranks) == 2 and ndim == 1:
+            return "Add a batch axis with `ids[None]` for a single sequence."
+        return "Pass a sequence of ids, e.g. `[id]` or `np.array([id])`, not a single number."
+    if min(ranks) == 1 and ndim == 2:
+        return "Pass one sequence at a time (e.g. `ids[0]`), or use the batch method (`decode_batch`)."
+    if max(ranks) == 1:
+        return "Flatten the ids into one stream with `ids.reshape(-1)` (sequences joined end to end)."
+    return "Remove the extra axes, e.g. with `ids.squeeze(-1)` or `ids.reshape(batch, sequence)`."
 
 
 def validate_vocabulary_match(tokenizer_vocabulary_size, model_vocabulary_size, what="tokenizer"):
