@@ -52,12 +52,14 @@ def train(args):
     compile_for_training(model, args)
     write_run_config(run_dir, args, name)
 
-    callbacks = [kerasllm.callbacks.TrainingLogger(run_dir, every_n_steps=1)]
-    count = None
+    logger = kerasllm.callbacks.TrainingLogger(run_dir, every_n_steps=1)
+    callbacks, count = [logger], None
     if checkpoint_every:
+        # The logger's position is saved too, so a resumed run continues history.csv; listed first, it
+        # has written a step's row before the checkpoint of that step is taken.
         checkpoint = kerasllm.callbacks.Checkpoint(checkpoint_dir, every_n_steps=checkpoint_every,
-                                                   dataset=train_data)
-        callbacks, count = [checkpoint, *callbacks], lambda: checkpoint.step
+                                                   dataset=train_data, callbacks=[logger])
+        callbacks, count = [logger, checkpoint], lambda: checkpoint.step
         if resume:
             print(f"resuming from {latest['path']} (step {latest['step']} of {args.steps})")
 

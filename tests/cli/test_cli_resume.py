@@ -45,6 +45,9 @@ def test_resume_continues_from_the_newest_checkpoint(tmp_path):
     resumed = run_cli(*args, "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming from" in resumed.stdout and "step-000002" in resumed.stdout
+    # history.csv goes on from the checkpoint: steps 1..4 once each.
+    steps = [line.split(",")[0] for line in (run_dir / "history.csv").read_text().splitlines()[1:]]
+    assert steps == ["1", "2", "3", "4"], steps
     expected = kerasllm.utils.load_model(str(tmp_path / "uninterrupted.keras"))
     got = kerasllm.utils.load_model(str(run_dir / "model.keras"))
     for a, b in zip(got.get_weights(), expected.get_weights()):
