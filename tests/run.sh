@@ -9,5 +9,5 @@ workers=()
 if python -c "import xdist" 2>/dev/null; then workers=(-n 2); fi
 for backend in $backends; do
   echo "=== KERAS_BACKEND=$backend"
-  KERAS_BACKEND="$backend" python -m pytest -q -p no:cacheprovider -p no:benchmark "${workers[@]}" tests "$@"
+  KERAS_BACKEND="$backend" python -m pytest -q -p no:cacheprovider -p no:benchmark --durations=15 "${workers[@]}" tests "$@"
 done
