@@ -5,6 +5,13 @@ import inspect
 import keras
 from keras import ops
 
+from kerasllm.distillation.callback_helpers import block_map
+from kerasllm.distillation.callback_helpers import cached_teacher
+from kerasllm.distillation.callback_helpers import check_fraction
+from kerasllm.distillation.callback_helpers import check_vocabulary
+from kerasllm.distillation.callback_helpers import padding_mask
+from kerasllm.distillation.callback_helpers import relation_heads
+from kerasllm.distillation.callback_helpers import vocabulary_size
 from kerasllm.distillation.extra_layers import ExtraLayers
 from kerasllm.distillation.layer_outputs import LayerOutputRecorder
 from kerasllm.distillation.on_policy import continuation_mask
@@ -160,7 +167,7 @@ class Distillation(keras.callbacks.Callback):
         if not callable(temperature):
             distillation.check_temperature(temperature)
         if not callable(alpha):
-            _check_fraction(alpha, "alpha")
+            check_fraction(alpha, "alpha")
         if teacher_input_fn is not None and not callable(teacher_input_fn):
             raise ValueError(f"`teacher_input_fn` must be callable, but got {teacher_input_fn!r}.")
         if features is not None and features != "hidden_states" and not isinstance(features, dict):
@@ -171,7 +178,7 @@ class Distillation(keras.callbacks.Callback):
         for name, value in (("feature_weight", feature_weight), ("attention_weight", attention_weight)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
                 raise ValueError(f"`{name}` must be a number >= 0, but got {value!r}.")
-        _check_fraction(on_policy_fraction, "on_policy_fraction")
+        check_fraction(on_policy_fraction, "on_policy_fraction")
         distillation.check_temperature(on_policy_temperature)
         if self._offline:
             if features is not None or attention or on_policy_fraction > 0:
@@ -301,7 +308,7 @@ class Distillation(keras.callbacks.Callback):
         student_states = self._pop_states(self._student_recorder)
         top_k = self.top_k
         if self._offline:
-            cached = _cached_teacher(x)
+            cached = cached_teacher(x)
             if cached is None:
                 if training:
                     raise ValueError(
@@ -339,7 +346,7 @@ class Distillation(keras.callbacks.Callback):
             distillation_loss = (1.0 - fraction) * distillation_loss + fraction * on_policy_loss
         values["distillation_loss"] = distillation_loss
         total = alpha * distillation_loss + (1.0 - alpha) * values["label_loss"]
-        padding = _padding_mask(x)
+        padding = padding_mask(x)
         if self.features is not None:
             values["feature_loss"] = self._feature_loss(student_states, teacher_states, padding)
             total = total + self.feature_weight * values["feature_loss"]
@@ -402,12 +409,12 @@ class Distillation(keras.callbacks.Callback):
 
     def _check_models(self, model):
         if self._offline:
-            _check_vocabulary(self.teacher.vocabulary_size, _vocabulary_size(model), "cache")
+            check_vocabulary(self.teacher.vocabulary_size, vocabulary_size(model), "cache")
             return
         if not self.teacher.built:
             raise ValueError("The teacher is not built: call it once on a batch (or load a trained one) first.")
-        student_vocabulary = _vocabulary_size(model)
-        _check_vocabulary(_vocabulary_size(self.teacher), student_vocabulary, "teacher")
+        student_vocabulary = vocabulary_size(model)
+        check_vocabulary(vocabulary_size(self.teacher), student_vocabulary, "teacher")
         self._vocabulary_size = student_vocabulary
         needs_blocks = self.features is not None or self.attention
         for who, candidate in (("student", model), ("teacher", self.teacher)):
@@ -430,7 +437,7 @@ class Distillation(keras.callbacks.Callback):
         self._extra_layers = None
         student_layers, teacher_layers = {}, {}
         if self.features is not None:
-            self._block_map = _block_map(self.features, model.backbone.num_layers, self.teacher.backbone.num_layers)
+            self._block_map = block_map(self.features, model.backbone.num_layers, self.teacher.backbone.num_layers)
             student_width, teacher_width = model.backbone.hidden_dim, self.teacher.backbone.hidden_dim
             for i, (student_block, teacher_block) in enumerate(self._block_map):
                 student_layers[("block", student_block)] = model.backbone.blocks[student_block]
@@ -443,7 +450,7 @@ class Distillation(keras.callbacks.Callback):
             self._extra_layers = ExtraLayers(model, self._projections)
             self._extra_layers.attach()
         if self.attention:
-            self._relation_heads = _relation_heads(self.relation_heads, model.backbone, self.teacher.backbone)
+            self._relation_heads = relation_heads(self.relation_heads, model.backbone, self.teacher.backbone)
             for part in ("query", "key", "value"):
                 student_layers[("attention", part)] = getattr(model.backbone.blocks[-1].attention, part)
                 teacher_layers[("attention", part)] = getattr(self.teacher.backbone.blocks[-1].attention, part)
@@ -489,7 +496,7 @@ class Distillation(keras.callbacks.Callback):
         mask = None
         if y is not None and not isinstance(y, (dict, list, tuple)) and len(y.shape) == len(y_pred.shape) - 1:
             mask = ops.not_equal(ops.cast(y, "int32"), self.ignore_index)
-        padding = _padding_mask(x)
+        padding = padding_mask(x)
         if padding is not None:
             mask = padding if mask is None else ops.logical_and(mask, padding)
         return mask
@@ -499,7 +506,7 @@ class Distillation(keras.callbacks.Callback):
         if name == "temperature":
             distillation.check_temperature(value)
         else:
-            _check_fraction(value, "alpha")
+            check_fraction(value, "alpha")
         return value
 
     def _restore(self):
@@ -535,70 +542,3 @@ class _Paused:
     def __exit__(self, *exc):
         for recorder, saved in zip(self.recorders, self.saved):
             recorder.outputs = saved
-
-
-def _block_map(features, student_layers, teacher_layers):
-    if features == "hidden_states":
-        return [(i, (i + 1) * teacher_layers // student_layers - 1) for i in range(student_layers)]
-    pairs = []
-    for student_block, teacher_block in features.items():
-        for who, index, count in (("student", student_block, student_layers), ("teacher", teacher_block, teacher_layers)):
-            if isinstance(index, bool) or not isinstance(index, int) or not -count <= index < count:
-                raise ValueError(
-                    f"`features` maps blocks by index, but {index!r} is not a {who} block (it has {count})."
-                )
-        pairs.append((student_block % student_layers, teacher_block % teacher_layers))
-    if not pairs:
-        raise ValueError("`features` is an empty mapping; give {student_block: teacher_block} pairs or None.")
-    return pairs
-
-
-def _relation_heads(requested, student, teacher):
-    widths = []
-    for backbone in (student, teacher):
-        widths += [backbone.num_heads * backbone.head_dim, backbone.num_key_value_heads * backbone.head_dim]
-    heads = requested or min(student.num_heads, teacher.num_heads)
-    if isinstance(heads, bool) or not isinstance(heads, int) or heads < 1 or any(w % heads for w in widths):
-        raise ValueError(
-            f"`relation_heads` ({heads!r}) must be a positive integer dividing every query and key/value width "
-            f"of the student and the teacher ({sorted(set(widths))}). Pass relation_heads= a common divisor."
-        )
-    return heads
-
-
-def _cached_teacher(x):
-    """The `(log_probs, indices)` that `TeacherLogitsCache.attach` put in the inputs, else `None`."""
-    if isinstance(x, dict) and "teacher_log_probs" in x and "teacher_indices" in x:
-        return ops.cast(x["teacher_log_probs"], "float32"), x["teacher_indices"]
-    return None
-
-
-def _check_vocabulary(teacher_vocabulary, student_vocabulary, what):
-    if None not in (teacher_vocabulary, student_vocabulary) and teacher_vocabulary != student_vocabulary:
-        raise ValueError(
-            f"Teacher and student must share a vocabulary, but the {what} has {teacher_vocabulary} tokens and "
-            f"the student {student_vocabulary}. Distil only between models trained with the same tokenizer."
-        )
-
-
-def _padding_mask(x):
-    if isinstance(x, dict) and x.get("padding_mask") is not None:
-        return ops.cast(x["padding_mask"], "bool")
-    return None
-
-
-def _check_fraction(value, name):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-        raise ValueError(f"`{name}` must be a number in [0, 1], but got {value!r}.")
-
-
-def _vocabulary_size(model):
-    for candidate in (model, getattr(model, "backbone", None)):
-        size = getattr(candidate, "vocabulary_size", None)
-        if isinstance(size, int):
-            return size
-    try:
-        return model.output.shape[-1]
-    except (AttributeError, ValueError, TypeError):
-        return None
-

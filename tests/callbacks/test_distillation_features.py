@@ -6,7 +6,7 @@ import pytest
 from keras import ops
 
 from kerasllm.callbacks import Distillation
-from kerasllm.callbacks.distillation import _block_map
+from kerasllm.distillation.callback_helpers import block_map
 from kerasllm.distillation.layer_outputs import LayerOutputRecorder
 from kerasllm.distillation.on_policy import continuation_mask
 from kerasllm.distillation.on_policy import sample_continuations
@@ -62,9 +62,9 @@ def states(model, x, layers):
 
 
 def test_default_block_map_matches_every_kth_teacher_block():
-    assert _block_map("hidden_states", 2, 4) == [(0, 1), (1, 3)]
-    assert _block_map("hidden_states", 3, 12) == [(0, 3), (1, 7), (2, 11)]
-    assert _block_map({0: -1, -1: 0}, 2, 4) == [(0, 3), (1, 0)]
+    assert block_map("hidden_states", 2, 4) == [(0, 1), (1, 3)]
+    assert block_map("hidden_states", 3, 12) == [(0, 3), (1, 7), (2, 11)]
+    assert block_map({0: -1, -1: 0}, 2, 4) == [(0, 3), (1, 0)]
 
 
 def test_features_and_attention_train_projections_and_leave_a_plain_student(tmp_path):
