@@ -139,9 +139,10 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="Tiny budgets: checks the script runs.")
     parser.add_argument("--reuse-teacher", action="store_true")
+    parser.add_argument("--student-steps", type=int, default=STUDENT_STEPS)
     parser.add_argument("--output", default=os.path.join(OUT, "results.json"))
     args = parser.parse_args()
-    teacher_steps, student_steps = (40, 30) if args.quick else (TEACHER_STEPS, STUDENT_STEPS)
+    teacher_steps, student_steps = (40, 30) if args.quick else (TEACHER_STEPS, args.student_steps)
     os.makedirs(OUT, exist_ok=True)
     print(f"kerasllm {kerasllm.__version__} | Keras {keras.__version__} | backend {keras.backend.backend()} | "
           f"load average {os.getloadavg()[0]:.2f} | {time.strftime('%Y-%m-%d %H:%M')}")
