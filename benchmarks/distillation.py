@@ -135,11 +135,34 @@ def run_student(name, train, val, steps, teacher=None, callbacks=(), data=None):
     return result
 
 
+def time_steps(train, steps):
+    """Median step times of labels only, online and cached distillation, one after the other."""
+    teacher = keras.saving.load_model(os.path.join(OUT, "teacher.keras"))
+    cache = kerasllm.distillation.TeacherLogitsCache.load(os.path.join(OUT, "teacher_cache"))
+    runs = [
+        ("(a) labels only", train, []),
+        ("kerasllm online forward_kl", train, [kerasllm.callbacks.Distillation(teacher, temperature=TEMPERATURE)]),
+        (f"kerasllm cached top-{cache.top_k} forward_kl", cache.attach(train),
+         [kerasllm.callbacks.Distillation(cache, temperature=TEMPERATURE)]),
+    ]
+    baseline = None
+    for name, data, callbacks in runs:
+        student = causal_lm(STUDENT, SEED)
+        student.compile(optimizer=optimizer(STUDENT_LR, steps), loss=kerasllm.losses.CausalLMLoss())
+        ms = fit(student, data, steps, callbacks).median_ms()
+        baseline = baseline or ms
+        print(f"{name:<40} step {ms:7.1f} ms | {ms / baseline:5.2f} x (a) | load {os.getloadavg()[0]:.2f}",
+              flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="Tiny budgets: checks the script runs.")
     parser.add_argument("--reuse-teacher", action="store_true")
     parser.add_argument("--student-steps", type=int, default=STUDENT_STEPS)
+    parser.add_argument("--timing-steps", type=int, default=None,
+                        help="Only time (a), online and cached distillation for this many steps each, reusing "
+                             "the saved teacher and cache (for a quiet machine).")
     parser.add_argument("--output", default=os.path.join(OUT, "results.json"))
     args = parser.parse_args()
     teacher_steps, student_steps = (40, 30) if args.quick else (TEACHER_STEPS, args.student_steps)
@@ -154,6 +177,8 @@ def main():
     )
     print(f"{len(train)} training batches of {BATCH_SIZE}x{SEQ_LEN}, {len(val)} validation batches")
 
+    if args.timing_steps:
+        return time_steps(train, args.timing_steps)
     teacher, teacher_ms = train_teacher(train, val, teacher_steps, args.reuse_teacher and not args.quick)
     teacher_ppl = perplexity(teacher, val)
     print(f"{'teacher ' + str(TEACHER):<40} val ppl {teacher_ppl:8.2f} | step {teacher_ms or 0:7.1f} ms", flush=True)
