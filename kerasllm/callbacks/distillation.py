@@ -1,10 +1,9 @@
 """Knowledge distillation from a frozen teacher, added to `model.fit()` as a callback."""
 
-import inspect
-
 import keras
 from keras import ops
 
+from kerasllm.callbacks.compute_loss_wrapper import ComputeLossWrapper
 from kerasllm.distillation.callback_helpers import block_map
 from kerasllm.distillation.callback_helpers import cached_teacher
 from kerasllm.distillation.callback_helpers import check_fraction
@@ -217,10 +216,9 @@ class Distillation(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         model = self.model
-        stale = getattr(model.__dict__.get("compute_loss"), "__self__", None)
-        if isinstance(stale, Distillation):
+        for stale in ComputeLossWrapper.installed_by(model, Distillation):
             # A `fit()` that raised never called `on_train_end`: unwrap before wrapping again.
-            stale._restore()
+            stale.owner._restore()
         self._check_models(model)
         # Scheduled values live in metric variables: they are part of the state the compiled step
         # receives on every backend, so new values need no retrace.
@@ -249,13 +247,8 @@ class Distillation(keras.callbacks.Callback):
         model._metrics.extend(self._added_metrics)
 
         self._set_up_features(model)
-        self._had_own_compute_loss = "compute_loss" in model.__dict__
-        self._original_compute_loss = model.compute_loss
-        self._original_has_training = "training" in inspect.signature(self._original_compute_loss).parameters
-        model.compute_loss = self._compute_loss
-        # An earlier trace would bypass the wrapper; rebuild the step functions.
-        model.test_function = None
-        model.make_train_function(force=True)
+        self._loss_wrapper = ComputeLossWrapper(model, self._compute_loss, owner=self)
+        self._loss_wrapper.install()
         self._active = True
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -295,11 +288,8 @@ class Distillation(keras.callbacks.Callback):
 
     # --- the wrapped loss -------------------------------------------------------------------------
 
-    def _compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        if self._original_has_training:
-            label_loss = self._original_compute_loss(x, y, y_pred, sample_weight, training=training)
-        else:
-            label_loss = self._original_compute_loss(x, y, y_pred, sample_weight)
+    def _compute_loss(self, label_loss_fn, x, y, y_pred, sample_weight, training):
+        label_loss = label_loss_fn(x, y, y_pred, sample_weight, training=training)
         if not hasattr(y_pred, "shape") or len(y_pred.shape) < 2:
             raise ValueError(
                 "Distillation needs a model that outputs one logits tensor of shape (batch, ..., vocabulary)."
@@ -513,18 +503,13 @@ class Distillation(keras.callbacks.Callback):
         if not self._active:
             return
         model = self.model
-        if self._had_own_compute_loss:
-            model.compute_loss = self._original_compute_loss
-        else:
-            del model.compute_loss
+        self._loss_wrapper.remove()
         for metric in self._added_metrics:
             model._metrics.remove(metric)
         self._student_recorder.stop()
         self._teacher_recorder.stop()
         if self._extra_layers is not None:
             self._extra_layers.detach()
-        model.train_function = None
-        model.test_function = None
         if not self._offline:
             self.teacher.trainable = self._teacher_was_trainable
         self._active = False

@@ -1,11 +1,11 @@
 """Elastic weight consolidation: fine-tune on a new task while holding the weights the old task needs."""
 
-import inspect
 
 import keras
 import numpy as np
 from keras import ops
 
+from kerasllm.callbacks.compute_loss_wrapper import ComputeLossWrapper
 from kerasllm.utils.backend_gradients import loss_gradients
 
 
@@ -76,22 +76,16 @@ class ElasticWeightConsolidation(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         model = self.model
-        stale = getattr(model.__dict__.get("compute_loss"), "__self__", None)
-        if isinstance(stale, ElasticWeightConsolidation):
-            stale._restore()  # a `fit()` that raised never called `on_train_end`
+        for stale in ComputeLossWrapper.installed_by(model, ElasticWeightConsolidation):
+            stale.owner._restore()  # a `fit()` that raised never called `on_train_end`
         self.fisher_values = self.compute_fisher(model)
         self._state = _EWCState(model.trainable_variables, self.fisher_values)
         self._tracker = keras.metrics.Mean(name="ewc_penalty")
         self._added_metrics = [self._tracker, self._state]
         model._metrics.extend(self._added_metrics)
 
-        self._had_own_compute_loss = "compute_loss" in model.__dict__
-        self._original_compute_loss = model.compute_loss
-        self._original_has_training = "training" in inspect.signature(self._original_compute_loss).parameters
-        model.compute_loss = self._compute_loss
-        # An earlier trace would bypass the wrapper; rebuild the step functions.
-        model.test_function = None
-        model.make_train_function(force=True)
+        self._loss_wrapper = ComputeLossWrapper(model, self._compute_loss, owner=self)
+        self._loss_wrapper.install()
         self._active = True
 
     def on_train_end(self, logs=None):
@@ -126,11 +120,8 @@ class ElasticWeightConsolidation(keras.callbacks.Callback):
             )
         return [(total / count).astype(np.float32) for total in sums]
 
-    def _compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        if self._original_has_training:
-            loss = self._original_compute_loss(x, y, y_pred, sample_weight, training=training)
-        else:
-            loss = self._original_compute_loss(x, y, y_pred, sample_weight)
+    def _compute_loss(self, loss_fn, x, y, y_pred, sample_weight, training):
+        loss = loss_fn(x, y, y_pred, sample_weight, training=training)
         weights = [v.value for v in self.model.trainable_variables]
         penalty = ewc_penalty(weights, self._state.anchors, self._state.fisher, self.strength)
         self._tracker.update_state(ops.stop_gradient(penalty))
@@ -140,16 +131,9 @@ class ElasticWeightConsolidation(keras.callbacks.Callback):
         if not self._active:
             return
         model = self.model
-        # Unwrap only our own wrapper: another callback that wrapped ours restores its own.
-        if model.__dict__.get("compute_loss") == self._compute_loss:
-            if self._had_own_compute_loss:
-                model.compute_loss = self._original_compute_loss
-            else:
-                del model.compute_loss
+        self._loss_wrapper.remove()
         for metric in self._added_metrics:
             model._metrics.remove(metric)
-        model.train_function = None
-        model.test_function = None
         self._active = False
 
 

@@ -191,3 +191,19 @@ def test_bad_feature_and_on_policy_settings_are_clear_errors():
     student = compiled(built(tiny(8, 2)), keras.optimizers.SGD(0.1))
     with pytest.raises(ValueError, match="kerasllm models"):
         student.fit(x, y, epochs=1, verbose=0, callbacks=[Distillation(plain_teacher, features="hidden_states")])
+
+
+def test_distillation_and_ewc_in_one_fit_leave_the_model_its_own_loss():
+    from kerasllm.callbacks import ElasticWeightConsolidation
+
+    teacher = built(tiny(16, 2))
+    x, y = data()
+    for order in ("distillation first", "ewc first"):
+        student = compiled(built(tiny(8, 1)), keras.optimizers.SGD(0.1))
+        distill = Distillation(teacher, alpha=0.5)
+        ewc = ElasticWeightConsolidation([(x[:4], y[:4])], strength=1.0)
+        callbacks = [distill, ewc] if order == "distillation first" else [ewc, distill]
+        history = student.fit(x, y, batch_size=4, epochs=1, verbose=0, callbacks=callbacks).history
+        assert {"ewc_penalty", "distillation_loss", "label_loss"} <= set(history), order
+        assert "compute_loss" not in vars(student), order
+        assert not any(m.name in ("ewc_penalty", "distillation_loss") for m in student.metrics), order
