@@ -14,12 +14,14 @@ class ComputeLossWrapper:
 
     `inner(x, y, y_pred, sample_weight, training)` is the loss the model had before. `owner` is the
     callback that installed the wrapper (so it can find a stale one of its own after a failed `fit()`).
+    `metrics` (e.g. trackers of the added terms) join the model's metrics while the wrapper is installed.
     """
 
-    def __init__(self, model, fn, owner):
+    def __init__(self, model, fn, owner, metrics=()):
         self.model = model
         self.fn = fn
         self.owner = owner
+        self.metrics = list(metrics)
         self.installed = False
 
     def install(self):
@@ -27,6 +29,7 @@ class ComputeLossWrapper:
         self._had_own = "compute_loss" in model.__dict__
         self._set_inner(model.compute_loss)
         model.compute_loss = self
+        model._metrics.extend(self.metrics)
         # An earlier trace would bypass the wrapper; rebuild the step functions.
         model.test_function = None
         model.make_train_function(force=True)
@@ -57,6 +60,8 @@ class ComputeLossWrapper:
             if isinstance(above, ComputeLossWrapper):
                 above._set_inner(self._inner)
                 above._had_own = self._had_own
+        for metric in self.metrics:
+            model._metrics.remove(metric)
         model.train_function = None
         model.test_function = None
         self.installed = False

@@ -244,10 +244,9 @@ class Distillation(keras.callbacks.Callback):
             self._added_metrics.append(StepState(self._step_variables))
         elif self._seed_generator is not None:
             self._added_metrics.append(StepState(lambda: [self._seed_generator.state]))
-        model._metrics.extend(self._added_metrics)
 
         self._set_up_features(model)
-        self._loss_wrapper = ComputeLossWrapper(model, self._compute_loss, owner=self)
+        self._loss_wrapper = ComputeLossWrapper(model, self._compute_loss, owner=self, metrics=self._added_metrics)
         self._loss_wrapper.install()
         self._active = True
 
@@ -502,10 +501,7 @@ class Distillation(keras.callbacks.Callback):
     def _restore(self):
         if not self._active:
             return
-        model = self.model
         self._loss_wrapper.remove()
-        for metric in self._added_metrics:
-            model._metrics.remove(metric)
         self._student_recorder.stop()
         self._teacher_recorder.stop()
         if self._extra_layers is not None:

@@ -82,9 +82,8 @@ class ElasticWeightConsolidation(keras.callbacks.Callback):
         self._state = _EWCState(model.trainable_variables, self.fisher_values)
         self._tracker = keras.metrics.Mean(name="ewc_penalty")
         self._added_metrics = [self._tracker, self._state]
-        model._metrics.extend(self._added_metrics)
 
-        self._loss_wrapper = ComputeLossWrapper(model, self._compute_loss, owner=self)
+        self._loss_wrapper = ComputeLossWrapper(model, self._compute_loss, owner=self, metrics=self._added_metrics)
         self._loss_wrapper.install()
         self._active = True
 
@@ -130,10 +129,7 @@ class ElasticWeightConsolidation(keras.callbacks.Callback):
     def _restore(self):
         if not self._active:
             return
-        model = self.model
         self._loss_wrapper.remove()
-        for metric in self._added_metrics:
-            model._metrics.remove(metric)
         self._active = False
 
 
