@@ -1,6 +1,7 @@
 """Argument parsing and backend selection for the `kerasllm` command."""
 
 import argparse
+import importlib
 import os
 import sys
 
@@ -181,33 +182,10 @@ def main(argv=None):
 
         print(f"kerasllm {kerasllm.__version__} | Keras {keras.__version__} | backend {keras.backend.backend()}")
         return 0
-    if args.command == "train":
-        from kerasllm.cli.train import train
-
-        return train(args)
-    if args.command == "generate":
-        from kerasllm.cli.generate import generate
-
-        return generate(args)
-    if args.command == "prune":
-        from kerasllm.cli.prune import prune
-
-        return prune(args)
-    if args.command == "quantize":
-        from kerasllm.cli.quantize import quantize
-
-        return quantize(args)
-    if args.command == "factorize":
-        from kerasllm.cli.factorize import factorize
-
-        return factorize(args)
-    if args.command == "distill":
-        from kerasllm.cli.distill import distill
-
-        return distill(args)
-    from kerasllm.cli.evaluate import evaluate
-
-    return evaluate(args)
+    # Each command lives in kerasllm/cli/<command>.py as a function of the same name, imported only
+    # when it runs (so `kerasllm info` starts fast).
+    module = importlib.import_module(f"kerasllm.cli.{args.command}")
+    return getattr(module, args.command)(args)
 
 
 if __name__ == "__main__":
