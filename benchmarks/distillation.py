@@ -163,6 +163,10 @@ def main():
     parser.add_argument("--timing-steps", type=int, default=None,
                         help="Only time (a), online and cached distillation for this many steps each, reusing "
                              "the saved teacher and cache (for a quiet machine).")
+    parser.add_argument("--top-k", type=int, default=TOP_K, help=f"Cached top-k. Default: {TOP_K}.")
+    parser.add_argument("--cached-only", action="store_true",
+                        help="Run (a) and the cached students only (with --reuse-teacher: no teacher in memory "
+                             "during training, as in a real offline run).")
     parser.add_argument("--output", default=os.path.join(OUT, "results.json"))
     args = parser.parse_args()
     teacher_steps, student_steps = (40, 30) if args.quick else (TEACHER_STEPS, args.student_steps)
@@ -184,24 +188,27 @@ def main():
     print(f"{'teacher ' + str(TEACHER):<40} val ppl {teacher_ppl:8.2f} | step {teacher_ms or 0:7.1f} ms", flush=True)
 
     results = [run_student("(a) labels only", train, val, student_steps)]
-    results.append(run_student("keras.distillation", train, val, student_steps, teacher=teacher))
-    results.append(run_student(
-        "kerasllm online forward_kl", train, val, student_steps,
-        callbacks=[kerasllm.callbacks.Distillation(teacher, loss="forward_kl", temperature=TEMPERATURE, alpha=ALPHA)],
-    ))
+    if not args.cached_only:
+        results.append(run_student("keras.distillation", train, val, student_steps, teacher=teacher))
+        results.append(run_student(
+            "kerasllm online forward_kl", train, val, student_steps,
+            callbacks=[kerasllm.callbacks.Distillation(teacher, loss="forward_kl", temperature=TEMPERATURE,
+                                                       alpha=ALPHA)],
+        ))
 
     cache_path = os.path.join(OUT, "teacher_cache")
     shutil.rmtree(cache_path, ignore_errors=True)
     start = time.time()
+    top_k = args.top_k
     cache = kerasllm.distillation.cache_teacher_logits(
-        teacher, train, top_k=TOP_K, path=cache_path, dtype="float16", verbose=0
+        teacher, train, top_k=top_k, path=cache_path, dtype="float16", verbose=0
     )
     cache_seconds = time.time() - start
     size_mb = sum(os.path.getsize(os.path.join(cache_path, f)) for f in os.listdir(cache_path)) / 2**20
-    print(f"cache: top-{TOP_K} float16 of {cache.num_sequences} rows, {size_mb:.0f} MB, written in {cache_seconds:.0f} s")
+    print(f"cache: top-{top_k} float16 of {cache.num_sequences} rows, {size_mb:.0f} MB, written in {cache_seconds:.0f} s")
     for kind in ("forward_kl", "reverse_kl", "jsd"):
         results.append(run_student(
-            f"kerasllm cached top-{TOP_K} {kind}", train, val, student_steps, data=cache.attach(train),
+            f"kerasllm cached top-{top_k} {kind}", train, val, student_steps, data=cache.attach(train),
             callbacks=[kerasllm.callbacks.Distillation(cache, loss=kind, temperature=TEMPERATURE, alpha=ALPHA)],
         ))
 

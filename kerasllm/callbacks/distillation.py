@@ -84,8 +84,9 @@ class Distillation(keras.callbacks.Callback):
             ignores the labels. Defaults to `0.5`.
         beta: float in `[0, 1]`. Teacher weight of the `"jsd"` mixture. Defaults to the loss object's
             beta, or `0.5`.
-        top_k: int. Distil only over the teacher's `top_k` most likely tokens at each position,
-            renormalized. Defaults to the loss object's `top_k`, or `None` (the whole vocabulary).
+        top_k: int. Distil only over the teacher's `top_k` most likely tokens at each position plus
+            one entry for the mass on all other tokens (see `kerasllm.losses.distillation.select_top_k`).
+            Defaults to the loss object's `top_k`, or `None` (the whole vocabulary).
         features: `None`, `"hidden_states"` or dict `{student_block: teacher_block}`. Hidden-state
             distillation. `"hidden_states"` maps the student's block `i` (of `n`) to the teacher's block
             `(i + 1) * N // n - 1` (of `N`), so every `N // n`-th teacher block is matched and the last
@@ -309,8 +310,16 @@ class Distillation(keras.callbacks.Callback):
             teacher_logits, indices = cached
             if top_k is not None:  # cached columns are sorted, most likely first
                 teacher_logits, indices = teacher_logits[..., :top_k], indices[..., :top_k]
-            # Log-probabilities restricted to the cached set renormalize exactly like logits would.
-            student_logits = ops.take_along_axis(y_pred, ops.cast(indices, "int32"), axis=-1)
+            indices = ops.cast(indices, "int32")
+            if indices.shape[-1] == y_pred.shape[-1]:
+                # The whole distribution, permuted: log-probabilities renormalize exactly like logits.
+                student_logits = ops.take_along_axis(y_pred, indices, axis=-1)
+            elif self.kind == "mse":
+                student_logits = ops.take_along_axis(ops.log_softmax(y_pred, axis=-1), indices, axis=-1)
+            else:  # the cached tokens plus one entry for the rest, as online with top_k
+                teacher_logits, student_logits = distillation.top_k_with_rest(
+                    teacher_logits, ops.log_softmax(ops.cast(y_pred, "float32"), axis=-1), indices
+                )
             teacher_states, top_k = {}, None
         else:
             student_logits = y_pred

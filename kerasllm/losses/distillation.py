@@ -66,25 +66,72 @@ def check_top_k(top_k):
         raise ValueError(f"`top_k` must be None or a positive integer, but got {top_k!r}.")
 
 
-def select_top_k(teacher_logits, student_logits, top_k=None):
-    """Checks the logits and keeps, per position, the teacher's `top_k` most likely tokens in both.
+# Kept mass is capped just below 1 so that the "rest" entry stays finite and differentiable.
+_MAX_KEPT_LOG_MASS = -1e-6
 
-    Returns the two logits tensors, of shape `(..., top_k)` (unchanged when `top_k` is `None`). The
-    divergences renormalize over what they are given, so the result compares the two distributions
-    restricted to the teacher's top-k set.
+
+def _log1mexp(x):
+    """`log(1 - exp(x))` for `x < 0`, accurate at both ends (Maechler, 2012)."""
+    return ops.where(x > -0.6931472, ops.log(-ops.expm1(x)), ops.log1p(-ops.exp(x)))
+
+
+def with_rest(log_probs):
+    """Adds the probability mass outside the kept tokens as one more entry.
+
+    Args:
+        log_probs: float tensor `(..., k)`: log-probabilities of `k` tokens, normalized over the whole
+            vocabulary (so they sum to at most 1 in probability).
+
+    Returns:
+        A float32 tensor `(..., k + 1)`: the same values and `log(1 - sum(exp(log_probs)))`, the
+        log-probability of "any other token". The result is a full distribution over `k + 1` outcomes.
+    """
+    log_probs = ops.cast(log_probs, "float32")
+    kept = ops.minimum(ops.logsumexp(log_probs, axis=-1, keepdims=True), _MAX_KEPT_LOG_MASS)
+    return ops.concatenate([log_probs, _log1mexp(kept)], axis=-1)
+
+
+def select_top_k(teacher_logits, student_logits, top_k=None, kind="forward_kl"):
+    """Checks the logits and keeps, per position, the teacher's `top_k` most likely tokens.
+
+    For the divergences, each side becomes a distribution over `top_k + 1` outcomes: its own
+    log-probabilities (normalized over the whole vocabulary) of the teacher's top-k tokens, plus one
+    entry for the mass on every other token. The student is therefore still pushed to put the right total
+    mass on the teacher's likely tokens, which renormalizing both sides over the top-k set would lose;
+    at temperature 1 the divergence is exactly the divergence of these coarse-grained distributions (a
+    lower bound of the full one). The temperature then softens the coarse distributions. For `"mse"`
+    the two sides are the logits of the top-k tokens. `top_k` equal to the vocabulary is the full loss.
+
+    Returns:
+        The two tensors to compare, of shape `(..., V)` (unchanged when `top_k` is `None` or the
+        vocabulary size), `(..., top_k + 1)` or, for `"mse"`, `(..., top_k)`.
     """
     check_top_k(top_k)
     check_logits(teacher_logits, student_logits)
-    if top_k is None:
-        return teacher_logits, student_logits
     vocabulary = teacher_logits.shape[-1]
+    if top_k is None or top_k == vocabulary:
+        return teacher_logits, student_logits
     if vocabulary is not None and top_k > vocabulary:
         raise ValueError(f"`top_k` ({top_k}) is larger than the vocabulary ({vocabulary}).")
     _, indices = ops.top_k(ops.cast(teacher_logits, "float32"), k=top_k)  # (..., k)
-    return (
-        ops.take_along_axis(teacher_logits, indices, axis=-1),
-        ops.take_along_axis(student_logits, indices, axis=-1),
-    )
+    if kind == "mse":
+        return (
+            ops.take_along_axis(teacher_logits, indices, axis=-1),
+            ops.take_along_axis(student_logits, indices, axis=-1),
+        )
+    return top_k_with_rest(_log_probs(teacher_logits, 1.0), _log_probs(student_logits, 1.0), indices)
+
+
+def top_k_with_rest(teacher_log_probs, student_log_probs, indices):
+    """Gathers `indices` (`(..., k)`) from both full log-probability tensors and adds each side's rest.
+
+    `teacher_log_probs` may already be the gathered `(..., k)` values (as a `TeacherLogitsCache` stores
+    them); `student_log_probs` is the student's full `(..., V)` log-softmax.
+    """
+    if teacher_log_probs.shape[-1] != indices.shape[-1]:
+        teacher_log_probs = ops.take_along_axis(teacher_log_probs, indices, axis=-1)
+    student_log_probs = ops.take_along_axis(student_log_probs, indices, axis=-1)
+    return with_rest(teacher_log_probs), with_rest(student_log_probs)
 
 
 def _log_probs(logits, temperature):
@@ -140,8 +187,8 @@ def forward_kl(
         sample_weight: optional float tensor of shape `(B,)` or `(B, T)`. Defaults to `None`.
         reduction: str. `"mean"` (over counted positions), `"sum"` or `"none"` (per position, zero where
             masked). Defaults to `"mean"`.
-        top_k: int. Compare the distributions only over the teacher's `top_k` most likely tokens at each
-            position, both renormalized over that set. Defaults to `None` (the whole vocabulary).
+        top_k: int. Compare only the teacher's `top_k` most likely tokens at each position and the
+            total mass on all others (see `select_top_k`). Defaults to `None` (the whole vocabulary).
 
     Returns:
         A float32 scalar, or a `(B, T)` tensor with `reduction="none"`.
@@ -231,7 +278,7 @@ def mse(
 
     >>> loss = kerasllm.losses.distillation.mse(teacher_logits, student_logits)
     """
-    teacher_logits, student_logits = select_top_k(teacher_logits, student_logits, top_k)
+    teacher_logits, student_logits = select_top_k(teacher_logits, student_logits, top_k, kind="mse")
     temperature_ = ops.cast(temperature, "float32")
     diff = (ops.cast(student_logits, "float32") - ops.cast(teacher_logits, "float32")) / temperature_
     per_token = ops.mean(ops.square(diff), axis=-1)

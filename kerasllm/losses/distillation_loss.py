@@ -29,8 +29,9 @@ class DistillationLoss(keras.losses.Loss):
         temperature: float > 0. Softening temperature. Defaults to `1.0`.
         beta: float in `[0, 1]`. Teacher weight of the `"jsd"` mixture (ignored by other kinds).
             Defaults to `0.5`.
-        top_k: int. Compare only over the teacher's `top_k` most likely tokens at each position, both
-            distributions renormalized over that set. Defaults to `None` (the whole vocabulary).
+        top_k: int. Compare only the teacher's `top_k` most likely tokens at each position and, as one
+            more outcome, the total mass on all other tokens (each side's own log-probabilities over the
+            whole vocabulary). Defaults to `None` (the whole vocabulary).
         reduction: str. `"sum_over_batch_size"` or `"mean"`: mean over counted positions; `"sum"`;
             `"none"`: per position, zero where masked. Defaults to `"sum_over_batch_size"`.
         name: str. Defaults to `"distillation_loss"`.

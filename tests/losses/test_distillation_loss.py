@@ -173,13 +173,24 @@ def test_shape_mismatches_are_clear():
         DistillationLoss()(teacher[0], student)
 
 
+def numpy_top_k_with_rest(logits, indices):
+    """The top-k tokens' log-probabilities (over the whole vocabulary) and log(mass on all others)."""
+    kept = np.take_along_axis(log_softmax(logits.astype("float64")), indices, -1)
+    rest = np.log1p(-np.exp(kept).sum(-1, keepdims=True))
+    return np.concatenate([kept, rest], -1)
+
+
 @pytest.mark.parametrize("kind", KINDS)
-def test_top_k_matches_numpy_renormalized_over_the_teachers_top_k(kind):
+def test_top_k_matches_numpy_top_k_plus_the_rest(kind):
     teacher, student, mask = make_batch()
     k = 3
     indices = np.argsort(-teacher, axis=-1)[..., :k]
-    top_teacher = np.take_along_axis(teacher, indices, -1)
-    top_student = np.take_along_axis(student, indices, -1)
+    if kind == "mse":  # the logits of the teacher's top-k tokens
+        top_teacher = np.take_along_axis(teacher, indices, -1)
+        top_student = np.take_along_axis(student, indices, -1)
+    else:  # distributions over k + 1 outcomes: the top-k tokens and "any other token"
+        top_teacher = numpy_top_k_with_rest(teacher, indices)
+        top_student = numpy_top_k_with_rest(student, indices)
     expected = numpy_mean(numpy_per_token(top_teacher, top_student, kind, 2.0, 0.3), mask)
     loss = DistillationLoss(kind=kind, temperature=2.0, beta=0.3, top_k=k)
     np.testing.assert_allclose(to_numpy(loss(teacher, student, mask=mask)), expected, rtol=1e-5)
@@ -187,6 +198,22 @@ def test_top_k_matches_numpy_renormalized_over_the_teachers_top_k(kind):
     full = DistillationLoss(kind=kind, temperature=2.0, beta=0.3, top_k=V)(teacher, student, mask=mask)
     plain = DistillationLoss(kind=kind, temperature=2.0, beta=0.3)(teacher, student, mask=mask)
     np.testing.assert_allclose(to_numpy(full), to_numpy(plain), rtol=1e-5)
+
+
+def test_top_k_still_teaches_the_mass_outside_the_top_k():
+    """Renormalizing both sides over the top-k set would make this loss zero: the student ranks the
+    top-k tokens like the teacher but puts most of its mass elsewhere."""
+    teacher = np.full((1, 1, V), -10.0, "float32")
+    teacher[..., :3] = [3.0, 2.0, 1.0]
+    student = np.full((1, 1, V), 4.0, "float32")
+    student[..., :3] = [3.0, 2.0, 1.0]
+    loss = to_numpy(DistillationLoss(kind="forward_kl", top_k=3)(teacher, student))
+    indices = np.arange(3).reshape(1, 1, 3)
+    expected = numpy_per_token(
+        numpy_top_k_with_rest(teacher, indices), numpy_top_k_with_rest(student, indices), "forward_kl"
+    )[0, 0]
+    assert loss > 1.0
+    np.testing.assert_allclose(loss, expected, rtol=1e-5)
 
 
 @pytest.mark.parametrize("top_k", [0, 2.5, True])
