@@ -22,3 +22,9 @@ __all__ += ["strip_pruning"]
 from kerasllm.quantization.factorize import factorize
 
 __all__ += ["factorize"]
+
+from kerasllm.quantization.fake_quant import fake_quantize_int8_static
+from kerasllm.quantization.min_max_observer import MinMaxObserver
+from kerasllm.quantization.moving_average_min_max_observer import MovingAverageMinMaxObserver
+
+__all__ += ["fake_quantize_int8_static", "MinMaxObserver", "MovingAverageMinMaxObserver"]

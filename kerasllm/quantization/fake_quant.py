@@ -135,3 +135,85 @@ def check_group_size(group_size, input_dim=None, layer_name=None):
             f"int4 group_size={group_size} does not divide {where} input width {input_dim}; pass "
             f"group_size= {hint}, or group_size=None for one scale per output channel."
         )
+
+
+# --- static (observed) activation ranges -----------------------------------------------------------
+# The int8 grid of an affine (asymmetric) range: 256 levels with a zero point, PyTorch's `qint8`.
+INT8_AFFINE_RANGE = (-128, 127)
+
+
+def fake_quantize_int8_static(inputs, min_value, max_value, symmetric=True):
+    """Fake-quantizes activations to int8 with one static per-tensor range (e.g. from an observer).
+
+    Symmetric (the default, Keras's abs-max convention): `a = max(|min_value|, |max_value|)`,
+    `scale = 127 / (a + epsilon)`, `q = clip(round(x * scale), -127, 127)`, dequantized as `q / scale`.
+    Asymmetric (affine): the range is widened to include 0 (so 0 is exact, as PyTorch does),
+    `step = (max - min + epsilon) / 255`, `zero = clip(round(-min / step) - 128, -128, 127)`,
+    `q = clip(round(x / step) + zero, -128, 127)`, dequantized as `(q - zero) * step`. Inputs
+    outside the range are clipped in the forward pass; the gradient is the identity everywhere
+    (straight-through, also outside the range, unlike PyTorch's `FakeQuantize`, which zeroes it
+    there). A range that is not finite (an observer that has seen nothing yet: `(inf, -inf)`)
+    leaves the inputs unchanged.
+
+    Args:
+        inputs: float tensor of any shape.
+        min_value: float scalar (tensor or number). Lower end of the range.
+        max_value: float scalar (tensor or number). Upper end of the range.
+        symmetric: bool. Symmetric abs-max grid (zero point 0) or affine grid. Defaults to `True`.
+
+    Returns:
+        A tensor of the same shape and dtype as `inputs` with the identity (straight-through)
+        gradient.
+
+    Example:
+
+    >>> x = keras.random.normal((2, 5, 16))
+    >>> kerasllm.quantization.fake_quantize_int8_static(x, -3.0, 3.0).shape
+    (2, 5, 16)
+    """
+    inputs = ops.convert_to_tensor(inputs)
+    low = ops.stop_gradient(ops.cast(ops.convert_to_tensor(min_value), "float32"))
+    high = ops.stop_gradient(ops.cast(ops.convert_to_tensor(max_value), "float32"))
+    x = ops.cast(inputs, "float32")
+    if symmetric:
+        qmin, qmax = INT8_RANGE
+        amax = ops.maximum(ops.abs(low), ops.abs(high))
+        finite = ops.isfinite(amax)
+        scale = ops.divide(qmax, ops.add(ops.where(finite, amax, 1.0), _EPSILON))
+        quantized = ops.clip(ops.round(ops.multiply(x, scale)), qmin, qmax)
+        dequantized = ops.divide(quantized, scale)
+    else:
+        qmin, qmax = INT8_AFFINE_RANGE
+        finite = ops.logical_and(ops.isfinite(low), ops.isfinite(high))
+        low = ops.where(finite, ops.minimum(low, 0.0), -1.0)
+        high = ops.where(finite, ops.maximum(high, 0.0), 1.0)
+        step = ops.divide(ops.add(ops.subtract(high, low), _EPSILON), qmax - qmin)
+        zero = ops.clip(ops.add(ops.round(ops.divide(ops.negative(low), step)), qmin), qmin, qmax)
+        quantized = ops.clip(ops.add(ops.round(ops.divide(x, step)), zero), qmin, qmax)
+        dequantized = ops.multiply(ops.subtract(quantized, zero), step)
+    dequantized = ops.where(finite, dequantized, x)
+    return straight_through(inputs, ops.cast(dequantized, inputs.dtype))
+
+
+def int8_static_parameters(min_value, max_value, symmetric=True):
+    """The int8 grid `fake_quantize_int8_static` uses for a range, for export (host-side, Python floats).
+
+    Returns:
+        dict with `scale` and `zero_point` in the usual export convention
+        `x ~ (q - zero_point) * scale`, and `quant_min` / `quant_max`; `None` for a range that is
+        not finite (never observed).
+    """
+    import math
+
+    low, high = float(min_value), float(max_value)
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return None
+    if symmetric:
+        qmin, qmax = INT8_RANGE
+        return {"scale": (max(abs(low), abs(high)) + _EPSILON) / qmax, "zero_point": 0,
+                "quant_min": qmin, "quant_max": qmax}
+    qmin, qmax = INT8_AFFINE_RANGE
+    low, high = min(low, 0.0), max(high, 0.0)
+    step = (high - low + _EPSILON) / (qmax - qmin)
+    zero = int(min(max(round(-low / step) + qmin, qmin), qmax))
+    return {"scale": step, "zero_point": zero, "quant_min": qmin, "quant_max": qmax}
