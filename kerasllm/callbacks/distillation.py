@@ -8,6 +8,7 @@ from kerasllm.distillation.callback_helpers import block_map
 from kerasllm.distillation.callback_helpers import cached_teacher
 from kerasllm.distillation.callback_helpers import check_fraction
 from kerasllm.distillation.callback_helpers import check_vocabulary
+from kerasllm.distillation.callback_helpers import lay_out_teacher
 from kerasllm.distillation.callback_helpers import padding_mask
 from kerasllm.distillation.callback_helpers import relation_heads
 from kerasllm.distillation.callback_helpers import vocabulary_size
@@ -59,9 +60,11 @@ class Distillation(keras.callbacks.Callback):
 
     The teacher is set non-trainable during `fit()` (restored afterwards), runs in inference mode and
     never receives gradients; it may use another dtype policy (e.g. `"mixed_bfloat16"`). Its
-    vocabulary must equal the student's. When training ends the student is plain again: the
-    wrapper, the projections (and their optimizer slots), the loss trackers and the compiled step
-    functions are removed, so `student.save()` stores neither teacher nor projections.
+    vocabulary must equal the student's. Under a `keras.distribution` (JAX) the teacher is moved onto
+    the mesh when training begins, with the layouts the distribution gives its variable paths. When
+    training ends the student is plain again: the wrapper, the projections (and their optimizer
+    slots), the loss trackers and the compiled step functions are removed, so `student.save()` stores
+    neither teacher nor projections.
 
     Exact resume with `kerasllm.callbacks.Checkpoint`: pass this callback in the checkpoint's
     `callbacks=[...]` (its schedules' position is saved) and list it before the checkpoint in
@@ -232,6 +235,7 @@ class Distillation(keras.callbacks.Callback):
             self._teacher_input_names = input_names(self.teacher)
             self._teacher_was_trainable = self.teacher.trainable
             self.teacher.trainable = False
+            lay_out_teacher(self.teacher)
         self._step, self._resume_step = self._resume_step, 0
 
         tracked = ["distillation_loss", "label_loss"]

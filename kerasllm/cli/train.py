@@ -1,5 +1,6 @@
 """`kerasllm train`: a causal language model on the built-in corpus or your text, with `model.fit()`."""
 
+import contextlib
 import json
 import math
 import os
@@ -42,14 +43,16 @@ def train(args):
 
     if getattr(args, "data_parallel", False) and getattr(args, "model_parallel", None):
         raise SystemExit("kerasllm: --model-parallel N already splits batches over the other devices; drop --data-parallel.")
+    strategy = None
     if getattr(args, "data_parallel", False):  # before the model exists, so it is built replicated
-        kerasllm.distribution.data_parallel()
-    model = build_preset_model(args, tokenizer.vocabulary_size)
-    if getattr(args, "model_parallel", None):  # moves the built model's weights to their shards
-        kerasllm.distribution.model_parallel(model, model_dim=args.model_parallel)
-    if keras.distribution.distribution() is not None:
-        kerasllm.distribution.check_batch_size(args.batch_size)
-    compile_for_training(model, args)
+        strategy = start_data_parallel(args.batch_size)
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
+        model = build_preset_model(args, tokenizer.vocabulary_size)
+        if getattr(args, "model_parallel", None):  # moves the built model's weights to their shards
+            kerasllm.distribution.model_parallel(model, model_dim=args.model_parallel)
+        if keras.distribution.distribution() is not None:
+            kerasllm.distribution.check_batch_size(args.batch_size)
+        compile_for_training(model, args)
     write_run_config(run_dir, args, name)
 
     logger = kerasllm.callbacks.TrainingLogger(run_dir, every_n_steps=1)
@@ -70,6 +73,26 @@ def train(args):
         checkpoint.restore(latest["path"])
     finish_run(model, tokenizer, run_dir, val_data, args)
     return 0
+
+
+def start_data_parallel(batch_size):
+    """`--data-parallel`: `keras.distribution` on JAX; on TensorFlow, returns the `MirroredStrategy` to build under."""
+    import kerasllm
+
+    backend = keras.backend.backend()
+    if backend == "torch":
+        raise SystemExit(
+            "kerasllm: --data-parallel is not available on torch from the command line (each process must read its "
+            "own shard and only one may write the run). Use --backend jax or tensorflow, or a script started by "
+            "torchrun with kerasllm.distribution.torch_data_parallel (docs/guides/distributed.md)."
+        )
+    if backend == "tensorflow":
+        strategy = kerasllm.distribution.mirrored_strategy()
+        kerasllm.distribution.check_batch_size(batch_size, strategy)
+        print(f"data parallel: tf.distribute.MirroredStrategy over {strategy.num_replicas_in_sync} device(s)")
+        return strategy
+    kerasllm.distribution.data_parallel()
+    return None
 
 
 # --- the parts `kerasllm train` and `kerasllm distill` share -----------------------------------------

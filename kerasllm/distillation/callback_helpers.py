@@ -1,5 +1,8 @@
 """Settings checks and small tensor helpers of `kerasllm.callbacks.Distillation`."""
 
+import math
+
+import keras
 from keras import ops
 
 
@@ -68,3 +71,35 @@ def vocabulary_size(model):
     except (AttributeError, ValueError, TypeError):
         return None
 
+
+def lay_out_teacher(teacher):
+    """Moves the teacher's weights onto the current `keras.distribution` (JAX), in place.
+
+    The compiled step takes the teacher's weights as inputs (see `StepState`), and JAX cannot mix
+    weights held on one device with the student's device mesh. Each teacher variable gets the layout the
+    distribution gives its path, as if the teacher had been built inside the distribution: replicated
+    under `DataParallel`; under `ModelParallel` split by the layout map's rules (which match a kerasllm
+    teacher's paths as they match the student's) and replicated where no rule matches.
+    """
+    distribution = keras.distribution.distribution()
+    if distribution is None or keras.backend.backend() != "jax":
+        return
+    layout_map = getattr(distribution, "_layout_map", None)
+    if layout_map is not None:
+        from kerasllm.distribution.layout_map import check_layout_map
+
+        try:  # misfits only: a teacher weight no rule matches is replicated, as documented
+            check_layout_map(teacher, layout_map, max_replicated_size=math.inf)
+        except ValueError as error:
+            raise ValueError(
+                f"The teacher's weights do not fit the distribution's layout map, which lays out the teacher "
+                f"like the student. {error} "
+                "Give the teacher head counts and widths that the model dimension divides, or add rules "
+                "for its weight paths to the layout map."
+            ) from None
+    for variable in teacher.variables:  # weights and any seed-generator state
+        # Keras lays a variable out when it is created; re-assigning its value under its new layout
+        # moves it (the JAX variable distributes an assigned value according to `_layout`).
+        variable._layout = None
+        variable._layout = distribution.get_variable_layout(variable)
+        variable.assign(variable.value)

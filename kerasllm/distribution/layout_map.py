@@ -163,7 +163,8 @@ def auto_layout_map(
     """Layout map for any Keras model, from its weights' shapes.
 
     Each weight of rank 2 or more with more than `max_replicated_size` elements is split along its
-    largest dimension that the mesh's model dimension divides; every other weight is replicated. The
+    largest dimension that the mesh's model dimension divides; every other weight is replicated. A
+    pruning mask that `kerasllm.callbacks.Pruning` adds to a kernel later gets the kernel's layout. The
     result works for any architecture but is not Megatron's pairing of column- and row-parallel layers,
     so it may communicate more than `get_layout_map`.
 
@@ -174,7 +175,7 @@ def auto_layout_map(
         max_replicated_size: int. Weights with more elements than this are split. Defaults to `2**20`.
 
     Returns:
-        A `keras.distribution.LayoutMap` with one entry per weight.
+        A `keras.distribution.LayoutMap` with one entry per weight (and per future pruning mask).
 
     Raises:
         ValueError: if a weight over `max_replicated_size` has no dimension the model dimension divides
@@ -192,7 +193,7 @@ def auto_layout_map(
             "(`model.build(input_shape)` or call it on a batch)."
         )
     layout_map = keras.distribution.LayoutMap(device_mesh)
-    too_large = []
+    too_large, masks = [], {}
     for variable in _unique_variables(model):
         shape = tuple(variable.shape)
         axes = [None] * len(shape)
@@ -204,6 +205,13 @@ def auto_layout_map(
                 # The largest divisible dimension; on a tie the last one (the output axis of a Dense).
                 axes[max(divisible, key=lambda axis: (shape[axis], axis))] = model_parallel_dim_name
         layout_map[re.escape(variable.path)] = tuple(axes)
+        if variable.path.endswith("/kernel"):
+            # A pruning mask (`kerasllm.callbacks.Pruning`, created later, when `fit` starts) has its
+            # kernel's shape: it gets the kernel's layout instead of a full copy on every device.
+            masks[re.escape(variable.path[: -len("kernel")] + "pruning_mask/mask")] = tuple(axes)
+    for key, axes in masks.items():
+        if key not in layout_map._layout_map:  # the mask exists already and has its own entry
+            layout_map[key] = axes
     if too_large:
         raise ValueError(
             f"These weights have more than max_replicated_size={max_replicated_size} elements but no dimension "

@@ -15,9 +15,10 @@ def _require_jax():
     if backend != "jax":
         raise ValueError(
             f"keras.distribution supports JAX only in Keras 3.15, and the backend is {backend!r}. Set "
-            "KERAS_BACKEND=jax to use kerasllm.distribution. On TensorFlow use tf.distribute (e.g. "
-            "`tf.distribute.MirroredStrategy()` and build and compile the model under `strategy.scope()`); on "
-            "torch use torch.distributed (DistributedDataParallel)."
+            "KERAS_BACKEND=jax to use it. For data parallelism on TensorFlow use "
+            "`kerasllm.distribution.mirrored_strategy()` (build and compile the model under its `scope()`); on "
+            "torch use `kerasllm.distribution.torch_data_parallel(model)` in processes started by torchrun. "
+            "Model parallelism is JAX-only."
         )
 
 
@@ -171,17 +172,26 @@ def check_batch_size(batch_size, distribution=None):
 
     Args:
         batch_size: int. The global batch size (every process together).
-        distribution: `keras.distribution.Distribution` or None. Defaults to the global one.
+        distribution: `keras.distribution.Distribution`, a `tf.distribute.Strategy` (e.g. from
+            `kerasllm.distribution.mirrored_strategy()`), a `kerasllm.distribution.TorchDataParallel`, or
+            None. Defaults to the global `keras.distribution` one.
     """
     distribution = distribution or keras.distribution.distribution()
     if distribution is None:
         return
-    mesh = distribution.device_mesh
-    replicas = mesh.shape[list(mesh.axis_names).index(distribution.batch_dim_name)]
+    what = "the number of data-parallel replicas"
+    if hasattr(distribution, "num_replicas_in_sync"):  # tf.distribute
+        replicas = distribution.num_replicas_in_sync
+    elif hasattr(distribution, "world_size"):  # TorchDataParallel
+        replicas = distribution.world_size
+    else:
+        what = "the data-parallel dimension of the mesh"
+        mesh = distribution.device_mesh
+        replicas = mesh.shape[list(mesh.axis_names).index(distribution.batch_dim_name)]
     if batch_size % replicas:
         low = batch_size // replicas * replicas
         raise ValueError(
-            f"batch_size {batch_size} is not divisible by the data-parallel dimension of the mesh ({replicas}), "
+            f"batch_size {batch_size} is not divisible by {what} ({replicas}), "
             f"so batches cannot be split evenly. Use a multiple of {replicas}, e.g. {low or replicas} or "
             f"{low + replicas}."
         )

@@ -244,10 +244,13 @@ class LanguageModel(keras.Model):
 
     def compile(self, *args, jit_compile="auto", **kwargs):
         if jit_compile == "auto" and keras.backend.backend() == "tensorflow":
+            from kerasllm.utils import backend_distribution
+
             # Keras leaves XLA off for TensorFlow on CPU-only machines; every op of these models
             # compiles under XLA, and the training step runs ~1.5x faster with it
-            # (benchmarks/train_throughput.py, docs/benchmarks.md).
-            jit_compile = True
+            # (benchmarks/train_throughput.py, docs/benchmarks.md). Under a MirroredStrategy with several
+            # replicas Keras 3.15's XLA step reads variables across devices and fails, so it stays off.
+            jit_compile = backend_distribution.tf_replicas_in_scope() == 1
         super().compile(*args, jit_compile=jit_compile, **kwargs)
 
     def compile_from_config(self, config):
