@@ -25,3 +25,4 @@ from kerasllm import callbacks
 from kerasllm import quantization
 from kerasllm import distillation
 from kerasllm import distribution
+from kerasllm import tuning  # imports KerasTuner (optional) only when a search runs

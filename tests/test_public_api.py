@@ -22,9 +22,12 @@ PUBLIC = {
                   "QuantizationAwareTraining", "ElasticWeightConsolidation"],
     "distillation": ["TeacherLogitsCache", "cache_teacher_logits", "student_from_teacher"],
     "quantization": ["quantize", "convert", "fake_quantize_int8_weight", "fake_quantize_int8_input",
-                     "fake_quantize_int4_weight", "strip_pruning", "factorize"],
+                     "fake_quantize_int4_weight", "strip_pruning", "factorize", "fake_quantize_int8_static",
+                     "MinMaxObserver", "MovingAverageMinMaxObserver"],
+    "tuning": ["SearchSpace", "CausalLMHyperModel", "search"],
     "distribution": ["get_layout_map", "auto_layout_map", "check_layout_map", "data_parallel", "model_parallel",
-                     "check_batch_size"],
+                     "check_batch_size", "mirrored_strategy", "init_process_group", "torch_data_parallel",
+                     "TorchDataParallel"],
 }
 
 

@@ -60,7 +60,9 @@ def build_parser():
     train.add_argument("--resume", action="store_true",
                        help="Continue the run --output/--name from its newest checkpoint (same arguments).")
     train.add_argument("--data-parallel", action="store_true",
-                       help="JAX: replicate the model on every device and split each batch across them.")
+                       help="Replicate the model on every device and split each batch across them (JAX: "
+                            "keras.distribution; TensorFlow: MirroredStrategy; torch: use torch_data_parallel "
+                            "in a torchrun script).")
     train.add_argument("--model-parallel", type=int, default=None, metavar="N",
                        help="JAX: split the weights over N devices (Megatron layout), batches over the rest.")
 
@@ -79,13 +81,21 @@ def build_parser():
     generate.add_argument("--greedy", action="store_true", help="Always pick the most likely token.")
     generate.add_argument("--seed", type=int, default=None)
 
-    evaluate = commands.add_parser("evaluate", help="Validation loss, perplexity and token accuracy.")
+    evaluate = commands.add_parser("evaluate", help="Validation loss, perplexity, token accuracy; BLEU and ROUGE.")
     evaluate.add_argument("--backend", choices=BACKENDS, default=argparse.SUPPRESS, help="Keras backend.")
     evaluate.add_argument("--model", required=True, help="A run folder or a .keras file.")
     evaluate.add_argument("--tokenizer", help="Tokenizer folder. Default: the run's tokenizer/.")
     evaluate.add_argument("--data", help="Text to evaluate on. Default: the run's own validation split.")
     evaluate.add_argument("--seq-len", type=int, default=None, help="Default: the run's sequence length.")
     evaluate.add_argument("--batch-size", type=int, default=None, help="Default: the run's batch size.")
+    evaluate.add_argument("--generate", type=int, default=0, metavar="N",
+                          help="Also BLEU and ROUGE of greedy continuations of N held-out windows. Default: 0 (off).")
+    evaluate.add_argument("--prompt-tokens", type=int, default=None,
+                          help="With --generate: prompt tokens per window. Default: half the window.")
+    evaluate.add_argument("--reference-tokens", type=int, default=None,
+                          help="With --generate: tokens generated and compared. Default: the rest of the window.")
+    evaluate.add_argument("--output", default=None,
+                          help="Write the scores (and with --generate the decoded texts) to this JSON file.")
 
     distill = commands.add_parser("distill", help="Train a smaller model towards a trained teacher's logits.")
     distill.add_argument("--backend", choices=BACKENDS, default=argparse.SUPPRESS, help="Keras backend.")
@@ -164,6 +174,34 @@ def build_parser():
     factorize.add_argument("--batch-size", type=int, default=None, help="Default: the run's batch size.")
     factorize.add_argument("--seq-len", type=int, default=None, help="Default: the run's sequence length.")
     factorize.add_argument("--output", help="Output .keras file. Default: <run>/model-lowrank.keras.")
+
+    tune = commands.add_parser("tune", help="Search learning rate, warmup, batch size and width (KerasTuner).")
+    tune.add_argument("--backend", choices=BACKENDS, default=argparse.SUPPRESS, help="Keras backend.")
+    tune.add_argument("--preset", default="tiny", help="CausalLM preset the trials start from. Default: tiny.")
+    tune.add_argument("--data", help="Text file or folder of .txt/.md files. Default: the built-in Shakespeare.")
+    tune.add_argument("--algorithm", choices=("random", "bayesian", "hyperband"), default="random",
+                      help="Search algorithm. Default: random.")
+    tune.add_argument("--max-trials", type=int, default=10, help="Trials (random, bayesian). Default: 10.")
+    tune.add_argument("--steps", type=int, default=100, help="Optimizer steps per trial. Default: 100.")
+    tune.add_argument("--learning-rate-range", type=float, nargs="+", default=[1e-4, 3e-3], metavar="LR",
+                      help="MIN MAX (searched log-uniformly), or one fixed value. Default: 1e-4 3e-3.")
+    tune.add_argument("--batch-sizes", type=int, nargs="+", default=[8, 16, 32], metavar="N",
+                      help="Batch sizes to choose from (one value: fixed). Default: 8 16 32.")
+    tune.add_argument("--warmup-steps", type=int, nargs="+", default=[0, 20, 50], metavar="N",
+                      help="Warmup steps to choose from (one value: fixed). Default: 0 20 50.")
+    tune.add_argument("--widths", type=int, nargs="+", default=None, metavar="N",
+                      help="Model widths (hidden_dim; feed-forward 4x) to choose from. Default: the preset's.")
+    tune.add_argument("--hyperband-epochs", type=int, default=3,
+                      help="Hyperband: slices of --steps a trial may train. Default: 3.")
+    tune.add_argument("--seq-len", type=int, default=128, help="Tokens per sequence. Default: 128.")
+    tune.add_argument("--tokenizer", choices=("bpe", "char"), default="bpe", help="Tokenizer kind. Default: bpe.")
+    tune.add_argument("--vocabulary-size", type=int, default=2048, help="BPE vocabulary size. Default: 2048.")
+    tune.add_argument("--validation-fraction", type=float, default=0.1, help="Held-out share. Default: 0.1.")
+    tune.add_argument("--output", default="runs", help="Writes <output>/tune/results.json. Default: runs.")
+    tune.add_argument("--seed", type=int, default=0, help="Seed of the search, weights and data order.")
+    tune.add_argument("--verbose", action="store_true", help="Print KerasTuner's and fit's progress.")
+    tune.add_argument("--run-eagerly", action="store_true",
+                      help="Train trials without compiling a step (faster for trials of a few steps).")
     return parser
 
 

@@ -70,3 +70,76 @@ def test_bad_arguments_give_clear_errors(tmp_path):
     assert missing.returncode != 0 and "no model at" in missing.stderr
     negative = run_cli("train", "--steps", "0")
     assert negative.returncode != 0 and "--steps must be a positive integer" in negative.stderr
+
+
+@pytest.fixture(scope="module")
+def memorizing_run(tmp_path_factory):
+    """A run folder whose small character model has learned the corpus well enough to continue it."""
+    import kerasllm
+
+    root = tmp_path_factory.mktemp("memorizing")
+    corpus = root / "corpus.txt"
+    corpus.write_text("\n".join(SENTENCES[:2] * 12))
+    tokenizer = kerasllm.tokenizers.CharacterTokenizer.train(corpus.read_text())
+    keras.utils.set_random_seed(0)
+    model = kerasllm.models.CausalLM(vocabulary_size=tokenizer.vocabulary_size, num_layers=1, num_heads=2,
+                                     hidden_dim=32, intermediate_dim=64, max_sequence_length=32)
+    config = {"data": str(corpus), "batch_size": 8, "seq_len": 32, "validation_fraction": 0.3}
+    train, _ = kerasllm.data.language_modeling_splits(corpus.read_text(), tokenizer, sequence_length=32,
+                                                      batch_size=8, validation_fraction=0.3)
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss=kerasllm.losses.CausalLMLoss())
+    model.fit(train, epochs=25, verbose=0)
+    run_dir = root / "run"
+    os.makedirs(run_dir)
+    model.save(run_dir / "model.keras")
+    tokenizer.save(str(run_dir / "tokenizer"))
+    (run_dir / "run.json").write_text(json.dumps(config))
+    return run_dir
+
+
+def test_evaluate_generate_reports_bleu_and_rouge_of_its_decoded_texts(memorizing_run, tmp_path):
+    import contextlib
+    import io
+
+    import numpy as np
+    import sacrebleu
+    from rouge_score import rouge_scorer
+
+    import kerasllm
+    from kerasllm.cli.main import main
+
+    run_dir = memorizing_run
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        code = main(["evaluate", "--model", str(run_dir), "--generate", "4", "--prompt-tokens", "12",
+                     "--reference-tokens", "20", "--output", str(tmp_path / "scores.json")])
+    assert code == 0
+    report = json.loads((tmp_path / "scores.json").read_text())
+    generations = report["generations"]
+    assert len(generations) == 4 and (report["prompt_tokens"], report["reference_tokens"]) == (12, 20)
+    references = [g["reference"] for g in generations]
+    hypotheses = [g["hypothesis"] for g in generations]
+    # The scores are those of the reference libraries on the very texts the command decoded.
+    assert report["bleu"] == pytest.approx(sacrebleu.corpus_bleu(hypotheses, [references]).score / 100, abs=1e-9)
+    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"])
+    scores = [scorer.score(r, h) for r, h in zip(references, hypotheses)]
+    for key, name in (("rouge_1", "rouge1"), ("rouge_2", "rouge2"), ("rouge_l", "rougeL")):
+        assert report[key] == pytest.approx(np.mean([s[name].fmeasure for s in scores]), abs=1e-9), key
+    assert report["rouge_1"] > 0 and report["bleu"] > 0  # the model learned the text: the scores are not all 0
+    # Prompt and reference are consecutive tokens of held-out windows of the run's validation split.
+    from kerasllm.cli import run_folder
+
+    model, tokenizer, config = run_folder.load(str(run_dir))
+    _, validation = kerasllm.data.language_modeling_splits(
+        kerasllm.data.load_text(config["data"]), tokenizer, sequence_length=config["seq_len"],
+        batch_size=config["batch_size"], validation_fraction=config["validation_fraction"], shuffle=False)
+    windows = validation._windows[np.linspace(0, len(validation._windows) - 1, 4).round().astype(int)]
+    assert [g["prompt"] for g in generations] == [tokenizer.decode(w[:12]) for w in windows]
+    assert references == [tokenizer.decode(w[12:32]) for w in windows]
+    expected = model.generate(windows[:, :12], max_new_tokens=20, greedy=True, stop_token_ids=())
+    assert hypotheses == [tokenizer.decode(row[12:]) for row in expected]
+    printed = stdout.getvalue()
+    assert "perplexity" in printed and "rouge_l" in printed and f"{report['bleu']:.4f}" in printed
+    with pytest.raises(SystemExit, match="exceed the 32 tokens"):
+        main(["evaluate", "--model", str(run_dir), "--generate", "2", "--prompt-tokens", "30",
+              "--reference-tokens", "4"])
