@@ -43,6 +43,8 @@ def build_parser():
     train.add_argument("--batch-size", type=int, default=32, help="Sequences per batch. Default: 32.")
     train.add_argument("--seq-len", type=int, default=128, help="Tokens per sequence. Default: 128.")
     train.add_argument("--precision", choices=PRECISIONS, default="float32", help="Dtype policy. Default: float32.")
+    train.add_argument("--remat", action="store_true",
+                       help="Recompute block activations in the backward pass: less memory, ~1/3 more compute.")
     train.add_argument("--learning-rate", type=float, default=2e-3, help="Peak learning rate. Default: 2e-3.")
     train.add_argument("--warmup-steps", type=int, default=None, help="Warmup steps. Default: 5%% of --steps.")
     train.add_argument("--weight-decay", type=float, default=0.1, help="AdamW weight decay. Default: 0.1.")

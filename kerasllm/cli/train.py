@@ -143,6 +143,8 @@ def build_preset_model(args, vocabulary_size):
         overrides["max_sequence_length"] = args.seq_len
     if args.precision != "float32":
         overrides["dtype"] = args.precision
+    if getattr(args, "remat", False):
+        overrides["remat"] = True
     model = kerasllm.models.CausalLM.from_preset(args.preset, **overrides)
     print(f"model: CausalLM preset {args.preset!r}, {model.count_params():,} parameters, {args.precision}")
     return model

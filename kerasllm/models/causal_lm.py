@@ -34,6 +34,9 @@ class CausalLM(LanguageModel):
         dropout: float. Embedding and residual dropout. Defaults to `0`.
         layer_norm_epsilon: float. Defaults to `1e-5`.
         rope_max_wavelength: float. RoPE base. Defaults to `10000`.
+        remat: bool. Recompute each block's activations in the backward pass instead of keeping
+            them (gradient checkpointing through `keras.remat`): less memory for long sequences,
+            about one more forward pass of compute; needs `dropout=0`. Defaults to `False`.
         **kwargs: standard `keras.Model` arguments, e.g. `name`, `dtype="mixed_bfloat16"`.
 
     Example:

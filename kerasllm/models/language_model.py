@@ -26,6 +26,7 @@ ARCHITECTURE_ARGUMENTS = (
     "dropout",
     "layer_norm_epsilon",
     "rope_max_wavelength",
+    "remat",
 )
 
 
@@ -63,6 +64,7 @@ class LanguageModel(keras.Model):
         lora=None,
         prompt_tuning=None,
         low_rank=None,
+        remat=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -84,6 +86,7 @@ class LanguageModel(keras.Model):
             layer_norm_epsilon=layer_norm_epsilon,
             rope_max_wavelength=rope_max_wavelength,
             causal=self.causal,
+            remat=remat,
             dtype=self.dtype_policy,
             name="backbone",
         )
@@ -114,6 +117,7 @@ class LanguageModel(keras.Model):
         self.dropout = dropout
         self.layer_norm_epsilon = layer_norm_epsilon
         self.rope_max_wavelength = rope_max_wavelength
+        self.remat = remat
         self.build((None, None))
         # A saved factorized model (`kerasllm.quantization.factorize`) is rebuilt with its factors.
         if low_rank:

@@ -41,6 +41,9 @@ class TransformerBackbone(keras.layers.Layer):
         dropout: float. Embedding and residual dropout. Defaults to `0`.
         layer_norm_epsilon: float. Defaults to `1e-5`.
         rope_max_wavelength: float. RoPE base. Defaults to `10000`.
+        remat: bool. Recompute each block's activations in the backward pass instead of keeping
+            them (gradient checkpointing through `keras.remat`): less memory for long sequences,
+            about one more forward pass of compute; needs `dropout=0`. Defaults to `False`.
         causal: bool. Decoder (causal) or encoder (bidirectional) blocks. Defaults to `True`.
         num_virtual_tokens: int. Length of a trainable soft prompt (sublayer `soft_prompt`) prepended
             to every input; `0` for none. The prompt takes positions `0 ... P-1`, the hidden states
@@ -68,9 +71,20 @@ class TransformerBackbone(keras.layers.Layer):
         rope_max_wavelength=10000.0,
         causal=True,
         num_virtual_tokens=0,
+        remat=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if not isinstance(remat, bool):
+            raise ValueError(f"`remat` must be True or False, got {remat!r}.")
+        if remat and dropout:
+            # The recomputed forward would draw new dropout masks (TensorFlow) or leak the random state
+            # out of the checkpointed function (JAX).
+            raise ValueError(
+                f"`remat=True` cannot be combined with dropout={dropout}: the recomputed activations would "
+                "use different dropout masks. Set dropout=0 (usual for language-model pre-training) or "
+                "remat=False."
+            )
         if position_embedding not in POSITION_EMBEDDINGS:
             raise ValueError(
                 f"Unknown position_embedding {position_embedding!r}; use one of {POSITION_EMBEDDINGS}."
@@ -107,6 +121,7 @@ class TransformerBackbone(keras.layers.Layer):
         self.rope_max_wavelength = rope_max_wavelength
         self.causal = causal
         self.num_virtual_tokens = num_virtual_tokens
+        self.remat = remat
 
         # === Layers ===
         initializer = keras.initializers.RandomNormal(stddev=0.02)
@@ -199,7 +214,10 @@ class TransformerBackbone(keras.layers.Layer):
         x = self.embedding_dropout(x, training=training)
         if cache is None:
             for block in self.blocks:
-                x = block(x, padding_mask=padding_mask, training=training)
+                if self.remat and training:
+                    x = _rematerialized(block, padding_mask, training)(x)
+                else:
+                    x = block(x, padding_mask=padding_mask, training=training)
             x = self.final_norm(x)
             return x[:, prefix:] if prepend else x
         caches = []
@@ -243,6 +261,21 @@ class TransformerBackbone(keras.layers.Layer):
                 "rope_max_wavelength": self.rope_max_wavelength,
                 "causal": self.causal,
                 "num_virtual_tokens": self.num_virtual_tokens,
+                "remat": self.remat,
             }
         )
         return config
+
+
+def _rematerialized(block, padding_mask, training):
+    """`block` as a function of its input whose activations are recomputed in the backward pass.
+
+    `keras.remat` (jax.checkpoint, torch.utils.checkpoint, tf.recompute_grad) traces every argument of
+    the function it wraps, so the Python `training` flag and the mask are closed over instead of passed:
+    `keras.RematScope` passes them as arguments and fails on JAX for layers that branch on `training`.
+    """
+
+    def call(x):
+        return block(x, padding_mask=padding_mask, training=training)
+
+    return keras.remat(call)
