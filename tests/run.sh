@@ -7,6 +7,12 @@ cd "$(dirname "$0")/.."
 backends="${KERASLLM_TEST_BACKENDS:-jax torch tensorflow}"
 workers=()
 if python -c "import xdist" 2>/dev/null; then workers=(-n 2); fi
+# JAX's persistent compilation cache, fresh for this run: tests (and the subprocesses of the resume
+# tests) that compile the same tiny programs reuse them instead of compiling again.
+jax_cache="$(mktemp -d)"
+trap 'rm -rf "$jax_cache"' EXIT
+export JAX_COMPILATION_CACHE_DIR="$jax_cache" JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0 \
+  JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES=0
 for backend in $backends; do
   echo "=== KERAS_BACKEND=$backend"
   KERAS_BACKEND="$backend" python -m pytest -q -p no:cacheprovider -p no:benchmark --durations=15 "${workers[@]}" tests "$@"
