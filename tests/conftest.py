@@ -33,3 +33,40 @@ def run_in_fresh_process():
         return result.stdout
 
     return run
+
+
+@pytest.fixture
+def run_workers():
+    """Starts `count` copies of a Python snippet as processes `0 ... count-1` of one job on 127.0.0.1.
+
+    Each gets `argv = [rank, port, *args]` (a free port for the job's coordinator) and must print one
+    line `RESULT<json>`; returns the decoded results in rank order. `env` is added to this process's
+    environment.
+    """
+
+    def run(code, count, args=(), env=None, timeout=240):
+        import json
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = str(s.getsockname()[1])
+        environment = dict(os.environ, **(env or {}))
+        workers = [
+            subprocess.Popen([sys.executable, "-c", code, str(rank), port, *map(str, args)], env=environment,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for rank in range(count)
+        ]
+        results = []
+        try:
+            for worker in workers:
+                stdout, stderr = worker.communicate(timeout=timeout)
+                assert worker.returncode == 0, stderr[-4000:]
+                results.append(json.loads([l for l in stdout.splitlines() if l.startswith("RESULT")][-1][6:]))
+        finally:
+            for worker in workers:
+                if worker.poll() is None:
+                    worker.kill()
+        return results
+
+    return run

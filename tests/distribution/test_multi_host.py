@@ -2,10 +2,6 @@
 over all eight devices through `keras.distribution.initialize` and agree with one device."""
 
 import json
-import os
-import socket
-import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -45,37 +41,16 @@ print("RESULT" + json.dumps(history.history["loss"]))
 '''
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_two_processes_train_like_one_device(tmp_path):
+def test_two_processes_train_like_one_device(tmp_path, run_workers):
     model = kerasllm.models.CausalLM(**CONFIG)
     init = model.get_weights()
     tokens = np.random.default_rng(0).integers(0, 64, size=(16, 13)).astype("int32")
     x, y = tokens[:, :-1], tokens[:, 1:]
     np.savez(tmp_path / "data.npz", x=x, y=y, config=json.dumps(CONFIG), **{f"w{i}": w for i, w in enumerate(init)})
 
-    port = str(free_port())
-    env = dict(os.environ, KERAS_BACKEND="jax", XLA_FLAGS="--xla_force_host_platform_device_count=4",
-               JAX_PLATFORMS="cpu", CUDA_VISIBLE_DEVICES="")
-    workers = [
-        subprocess.Popen([sys.executable, "-c", WORKER, str(i), port, str(tmp_path)], env=env,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for i in range(2)
-    ]
-    outputs = []
-    try:
-        for worker in workers:
-            stdout, stderr = worker.communicate(timeout=240)
-            assert worker.returncode == 0, stderr[-4000:]
-            outputs.append(json.loads([l for l in stdout.splitlines() if l.startswith("RESULT")][-1][6:]))
-    finally:
-        for worker in workers:
-            if worker.poll() is None:
-                worker.kill()
+    outputs = run_workers(WORKER, 2, args=[tmp_path], env=dict(
+        KERAS_BACKEND="jax", XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu",
+        CUDA_VISIBLE_DEVICES=""))
 
     # The one-device reference, here in the test's own process, from the same weights and batches.
     model.set_weights(init)

@@ -3,10 +3,6 @@ batch through `kerasllm.distribution.torch_data_parallel` and reach the weights 
 batches."""
 
 import json
-import os
-import socket
-import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -63,14 +59,8 @@ print("RESULT" + json.dumps(out))
 '''
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @torch_only
-def test_two_processes_train_like_one_process(tmp_path):
+def test_two_processes_train_like_one_process(tmp_path, run_workers):
     keras.utils.set_random_seed(0)
     model = kerasllm.models.CausalLM(**CONFIG)
     init = model.get_weights()
@@ -79,20 +69,7 @@ def test_two_processes_train_like_one_process(tmp_path):
     np.savez(tmp_path / "data.npz", x=x, y=y, config=json.dumps(CONFIG), n_weights=len(init),
              **{f"w{i}": w for i, w in enumerate(init)})
 
-    port = str(free_port())
-    env = dict(os.environ, KERAS_BACKEND="torch", CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1")
-    workers = [subprocess.Popen([sys.executable, "-c", WORKER, str(i), port, str(tmp_path)], env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
-    outputs = []
-    try:
-        for worker in workers:
-            stdout, stderr = worker.communicate(timeout=240)
-            assert worker.returncode == 0, stderr[-4000:]
-            outputs.append(json.loads([line for line in stdout.splitlines() if line.startswith("RESULT")][-1][6:]))
-    finally:
-        for worker in workers:
-            if worker.poll() is None:
-                worker.kill()
+    outputs = run_workers(WORKER, 2, args=[tmp_path], env=dict(KERAS_BACKEND="torch", CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1"))
 
     # One process on the whole global batches, from the same weights: the reference.
     model.set_weights(init)
