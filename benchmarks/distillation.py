@@ -156,6 +156,7 @@ def time_steps(train, steps):
 
 
 def main():
+    global TEMPERATURE
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="Tiny budgets: checks the script runs.")
     parser.add_argument("--reuse-teacher", action="store_true")
@@ -164,11 +165,15 @@ def main():
                         help="Only time (a), online and cached distillation for this many steps each, reusing "
                              "the saved teacher and cache (for a quiet machine).")
     parser.add_argument("--top-k", type=int, default=TOP_K, help=f"Cached top-k. Default: {TOP_K}.")
+    parser.add_argument("--temperature", type=float, default=TEMPERATURE, help=f"Default: {TEMPERATURE}.")
+    parser.add_argument("--losses", default="forward_kl,reverse_kl,jsd", help="Cached runs' losses, comma-separated.")
+    parser.add_argument("--reuse-cache", action="store_true", help="Reuse OUT/teacher_cache if its top-k matches.")
     parser.add_argument("--cached-only", action="store_true",
                         help="Run (a) and the cached students only (with --reuse-teacher: no teacher in memory "
                              "during training, as in a real offline run).")
     parser.add_argument("--output", default=os.path.join(OUT, "results.json"))
     args = parser.parse_args()
+    TEMPERATURE = args.temperature
     teacher_steps, student_steps = (40, 30) if args.quick else (TEACHER_STEPS, args.student_steps)
     os.makedirs(OUT, exist_ok=True)
     print(f"kerasllm {kerasllm.__version__} | Keras {keras.__version__} | backend {keras.backend.backend()} | "
@@ -197,16 +202,21 @@ def main():
         ))
 
     cache_path = os.path.join(OUT, "teacher_cache")
-    shutil.rmtree(cache_path, ignore_errors=True)
     start = time.time()
     top_k = args.top_k
-    cache = kerasllm.distillation.cache_teacher_logits(
-        teacher, train, top_k=top_k, path=cache_path, dtype="float16", verbose=0
-    )
+    cache = None
+    if args.reuse_cache and os.path.isdir(cache_path):
+        cache = kerasllm.distillation.TeacherLogitsCache.load(cache_path)
+        cache = cache if cache.top_k == top_k else None
+    if cache is None:
+        shutil.rmtree(cache_path, ignore_errors=True)
+        cache = kerasllm.distillation.cache_teacher_logits(
+            teacher, train, top_k=top_k, path=cache_path, dtype="float16", verbose=0
+        )
     cache_seconds = time.time() - start
     size_mb = sum(os.path.getsize(os.path.join(cache_path, f)) for f in os.listdir(cache_path)) / 2**20
     print(f"cache: top-{top_k} float16 of {cache.num_sequences} rows, {size_mb:.0f} MB, written in {cache_seconds:.0f} s")
-    for kind in ("forward_kl", "reverse_kl", "jsd"):
+    for kind in args.losses.split(","):
         results.append(run_student(
             f"kerasllm cached top-{top_k} {kind}", train, val, student_steps, data=cache.attach(train),
             callbacks=[kerasllm.callbacks.Distillation(cache, loss=kind, temperature=TEMPERATURE, alpha=ALPHA)],
