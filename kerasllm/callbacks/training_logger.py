@@ -7,6 +7,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from kerasllm.optimizers.schedules import eager_safe_schedule
 from kerasllm.utils.plotting import plot_history
 
 _OWN_COLUMNS = ("step", "epoch", "learning_rate", "gradient_norm")
@@ -116,7 +117,7 @@ class TrainingLogger(keras.callbacks.Callback):
         optimizer = self.model.optimizer
         row = {"step": self._step, "epoch": self._epoch}
         row.update({k: _to_float(metrics[k]) for k in keys})
-        row["learning_rate"] = _to_float(optimizer.learning_rate) if optimizer is not None else None
+        row["learning_rate"] = _learning_rate(optimizer)
         row["gradient_norm"] = _gradient_norm(optimizer)
         self._write("history", ["step", "epoch", *keys, "learning_rate", "gradient_norm"], row)
 
@@ -198,6 +199,21 @@ def _truncate_after_step(path, step):
         writer.writeheader()
         writer.writerows(rows)
     os.replace(temporary, path)
+
+
+def _learning_rate(optimizer):
+    """The rate of the optimizer's next update, or `None` without an optimizer."""
+    if optimizer is None:
+        return None
+    # A `LossScaleOptimizer` (mixed float16) delegates to the optimizer that owns the schedule.
+    inner = getattr(optimizer, "inner_optimizer", optimizer)
+    schedule = getattr(inner, "_learning_rate", None)
+    if isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):
+        # Keras's `CosineDecay` with a warmup leaks memory on every eager call on JAX: read an equal,
+        # leak-free schedule instead (see `kerasllm.optimizers.WarmupCosineDecay`).
+        # Keras evaluates schedules at the raw iteration counter (`_iterations`), as here.
+        return _to_float(eager_safe_schedule(schedule)(getattr(inner, "_iterations", inner.iterations)))
+    return _to_float(optimizer.learning_rate)
 
 
 def _gradient_norm(optimizer):

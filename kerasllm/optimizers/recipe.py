@@ -3,6 +3,7 @@
 import keras
 
 from kerasllm.optimizers.adamw import AdamW
+from kerasllm.optimizers.schedules import WarmupCosineDecay
 
 DEFAULT_NO_DECAY = ("bias", "norm", "embedding")
 
@@ -31,8 +32,8 @@ def create_optimizer(
 
     The learning rate starts at 0, rises linearly to `learning_rate` over the warmup, then follows a
     cosine down to `learning_rate * min_learning_rate_ratio` at `total_steps` and stays there
-    (`keras.optimizers.schedules.CosineDecay` with `warmup_target`). Without `total_steps` the learning
-    rate is constant. Variables whose name or path contains any of `no_decay` get no weight decay.
+    (`kerasllm.optimizers.WarmupCosineDecay`: Keras's `CosineDecay` with `warmup_target`, safe to read
+    eagerly on JAX). Without `total_steps` the learning rate is constant. Variables whose name or path contains any of `no_decay` get no weight decay.
 
     Schedules count `fit` batches (the optimizer's raw iteration counter), also when gradients are
     accumulated: give `total_steps` and `warmup_steps` in batches.
@@ -104,7 +105,7 @@ def create_optimizer(
                 f"`warmup_steps` ({warmup_steps}) must be smaller than `total_steps` ({total_steps}), "
                 "leaving at least one step of cosine decay."
             )
-        schedule = keras.optimizers.schedules.CosineDecay(
+        schedule = WarmupCosineDecay(
             initial_learning_rate=0.0,
             decay_steps=total_steps - warmup_steps,
             alpha=float(min_learning_rate_ratio),
