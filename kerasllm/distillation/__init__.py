@@ -1,7 +1,7 @@
 """Knowledge distillation: students built from a teacher's layers, and offline teacher-logits caches."""
 
+from kerasllm.distillation.cache_writer import cache_teacher_logits
 from kerasllm.distillation.student_from_teacher import student_from_teacher
 from kerasllm.distillation.teacher_logits_cache import TeacherLogitsCache
-from kerasllm.distillation.teacher_logits_cache import cache_teacher_logits
 
 __all__ = ["student_from_teacher", "TeacherLogitsCache", "cache_teacher_logits"]
