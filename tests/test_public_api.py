@@ -17,7 +17,7 @@ PUBLIC = {
              "mask_tokens", "MaskedLanguageModelingDataset", "masked_language_modeling_splits", "IGNORE_INDEX",
              "ReplayDataset", "MixtureDataset", "few_shot_prompt"],
     "datasets": ["shakespeare", "shakespeare_plays", "shakespeare_genre", "GENRE_LABELS"],
-    "optimizers": ["AdamW", "create_optimizer", "scale_learning_rates", "layer_decay_multipliers"],
+    "optimizers": ["AdamW", "WarmupCosineDecay", "create_optimizer", "scale_learning_rates", "layer_decay_multipliers"],
     "callbacks": ["TrainingLogger", "Distillation", "Checkpoint", "CheckpointError", "NonFiniteGuard", "Pruning",
                   "QuantizationAwareTraining", "ElasticWeightConsolidation"],
     "distillation": ["TeacherLogitsCache", "cache_teacher_logits", "student_from_teacher"],

@@ -66,7 +66,7 @@ def generation_scores(model, tokenizer, data, count, prompt_tokens, reference_to
     """
     import kerasllm
 
-    windows = data._windows  # (num_windows, sequence_length + 1), in corpus order
+    windows = data.windows  # (num_windows, sequence_length + 1), in corpus order
     if count > len(windows):
         raise SystemExit(
             f"kerasllm: --generate {count} asks for more windows than the {len(windows)} held-out windows of "

@@ -49,6 +49,17 @@ class WindowedDataset(keras.utils.PyDataset):
         self._order = window_order(self.num_windows, self.shuffle, self.seed, self.epoch)
 
     @property
+    def windows(self):
+        """Every window of the dataset, in corpus order (not the epoch's order): a read-only array view.
+
+        For `LanguageModelingDataset` its shape is `(num_windows, sequence_length + 1)`: row `w` gives
+        `x = w[:-1]` and `y = w[1:]`. Windows that do not fill a last batch are included.
+        """
+        view = self._windows.view()
+        view.flags.writeable = False
+        return view
+
+    @property
     def batches_per_epoch(self):
         """Batches in a whole epoch (`len()` is less in an epoch resumed with `set_position`)."""
         return self.num_windows // self.batch_size

@@ -216,7 +216,7 @@ def _batches(dataset):
             "masking), so cached rows would not be found again. Build it with `shuffle=False, "
             "dynamic_masking=False`, or distil online with `kerasllm.callbacks.Distillation`."
         )
-    windows = getattr(dataset, "_windows", None)
+    windows = getattr(dataset, "windows", None)
     if _is_language_modeling_dataset(dataset) and windows is not None:
         # Every window, in storage order, in batches of the dataset's size; a shuffled epoch drops a
         # different partial batch each epoch, so walking one epoch would miss rows later epochs use.

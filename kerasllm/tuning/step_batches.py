@@ -19,7 +19,7 @@ def token_windows(data, sequence_length=None, what="train_data"):
                 f"`sequence_length={sequence_length}` differs from the {what} dataset's "
                 f"sequence_length={data.sequence_length}. Leave `sequence_length` unset for datasets."
             )
-        return data._windows, data.vocabulary_size
+        return data.windows, data.vocabulary_size
     if isinstance(data, keras.utils.PyDataset) or isinstance(data, (tuple, dict)):
         raise ValueError(
             f"`{what}` must be a `kerasllm.data.LanguageModelingDataset` or a 1-D array of token ids, but got "

@@ -133,7 +133,7 @@ def test_evaluate_generate_reports_bleu_and_rouge_of_its_decoded_texts(memorizin
     _, validation = kerasllm.data.language_modeling_splits(
         kerasllm.data.load_text(config["data"]), tokenizer, sequence_length=config["seq_len"],
         batch_size=config["batch_size"], validation_fraction=config["validation_fraction"], shuffle=False)
-    windows = validation._windows[np.linspace(0, len(validation._windows) - 1, 4).round().astype(int)]
+    windows = validation.windows[np.linspace(0, len(validation.windows) - 1, 4).round().astype(int)]
     assert [g["prompt"] for g in generations] == [tokenizer.decode(w[:12]) for w in windows]
     assert references == [tokenizer.decode(w[12:32]) for w in windows]
     expected = model.generate(windows[:, :12], max_new_tokens=20, greedy=True, stop_token_ids=())

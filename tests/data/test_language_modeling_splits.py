@@ -32,9 +32,9 @@ def test_split_is_disjoint_and_covers_the_stream(tokenizer):
     stream = pack_documents(tokenizer.encode_batch(DOCUMENTS), tokenizer.eos_token_id)
     assert (stream == tokenizer.eos_token_id).sum() == 1
     split = int(round(len(stream) * 0.75))
-    np.testing.assert_array_equal(train._windows.reshape(-1), stream[: train._windows.size])
-    np.testing.assert_array_equal(val._windows.reshape(-1), stream[split : split + val._windows.size])
-    assert train._windows.size <= split
+    np.testing.assert_array_equal(train.windows.reshape(-1), stream[: train.windows.size])
+    np.testing.assert_array_equal(val.windows.reshape(-1), stream[split : split + val.windows.size])
+    assert train.windows.size <= split
     # Each split drops fewer tokens than one batch of windows.
     assert split - len(train) * 2 * 8 < 2 * 8 * 2 and (len(stream) - split) - len(val) * 2 * 8 < 2 * 8 * 2
     np.testing.assert_array_equal(all_rows(train)[0], stream[:7])
@@ -83,3 +83,15 @@ def test_masked_splits_need_a_mask_token():
     tokenizer = CharacterTokenizer.train(DOCUMENTS, special_tokens=("<|pad|>",))
     with pytest.raises(ValueError, match="no mask token"):
         masked_language_modeling_splits(DOCUMENTS, tokenizer)
+
+
+def test_windows_is_a_read_only_view_in_corpus_order():
+    ids = np.arange(10 * 5, dtype="int32") % 7
+    data = LanguageModelingDataset(ids, sequence_length=4, batch_size=3, vocabulary_size=7, seed=1)
+    windows = data.windows
+    assert windows.shape == (10, 5)
+    np.testing.assert_array_equal(windows.reshape(-1), ids[:50])
+    with pytest.raises(ValueError):
+        windows[0, 0] = 1
+    x, y = data[0]  # the shuffled epoch draws its rows from the same windows
+    assert all(any(np.array_equal(row, w[:-1]) for w in windows) for row in x)
