@@ -91,6 +91,10 @@ def optimizer(lr, steps):
 
 
 def fit(model, data, steps, callbacks=()):
+    # Every run starts at epoch 0 of the shared dataset: a `fit` that stops mid-epoch still ends the epoch
+    # (Keras calls the dataset's `on_epoch_end`), so without this each run would train on the next
+    # epoch's shuffle, a different 120-batch slice of the corpus (that alone moved (a) by 10%).
+    data.set_position(0)
     timer = StepTimer(steps)
     model.fit(data, epochs=math.ceil(steps / len(data)), shuffle=False, verbose=0, callbacks=[*callbacks, timer])
     return timer
@@ -164,7 +168,10 @@ def main():
     parser.add_argument("--timing-steps", type=int, default=None,
                         help="Only time (a), online and cached distillation for this many steps each, reusing "
                              "the saved teacher and cache (for a quiet machine).")
-    parser.add_argument("--top-k", type=int, default=TOP_K, help=f"Cached top-k. Default: {TOP_K}.")
+    parser.add_argument("--top-k", type=int, default=TOP_K, help=f"Top-k the cache stores. Default: {TOP_K}.")
+    parser.add_argument("--distil-top-k", default=None,
+                        help="Comma-separated top-k values the cached runs distil over (each <= --top-k; the "
+                             "cache's columns are sorted, so a run over k uses its first k). Default: --top-k.")
     parser.add_argument("--temperature", type=float, default=TEMPERATURE, help=f"Default: {TEMPERATURE}.")
     parser.add_argument("--losses", default="forward_kl,reverse_kl,jsd", help="Cached runs' losses, comma-separated.")
     parser.add_argument("--reuse-cache", action="store_true", help="Reuse OUT/teacher_cache if its top-k matches.")
@@ -216,11 +223,13 @@ def main():
     cache_seconds = time.time() - start
     size_mb = sum(os.path.getsize(os.path.join(cache_path, f)) for f in os.listdir(cache_path)) / 2**20
     print(f"cache: top-{top_k} float16 of {cache.num_sequences} rows, {size_mb:.0f} MB, written in {cache_seconds:.0f} s")
-    for kind in args.losses.split(","):
-        results.append(run_student(
-            f"kerasllm cached top-{top_k} {kind}", train, val, student_steps, data=cache.attach(train),
-            callbacks=[kerasllm.callbacks.Distillation(cache, loss=kind, temperature=TEMPERATURE, alpha=ALPHA)],
-        ))
+    for k in [int(k) for k in (args.distil_top_k or str(top_k)).split(",")]:
+        for kind in args.losses.split(","):
+            results.append(run_student(
+                f"kerasllm cached top-{k} {kind}", train, val, student_steps, data=cache.attach(train),
+                callbacks=[kerasllm.callbacks.Distillation(cache, loss=kind, temperature=TEMPERATURE, alpha=ALPHA,
+                                                           top_k=k)],
+            ))
 
     baseline = results[0]
     print()
