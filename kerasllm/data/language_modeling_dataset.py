@@ -11,7 +11,10 @@ class LanguageModelingDataset(WindowedDataset):
     The stream is cut into non-overlapping windows of `sequence_length + 1` tokens; a window `w` gives
     `x = w[:-1]` and `y = w[1:]`. Windows that do not fill a whole batch at the end are dropped. With
     `shuffle=True` the window order is a new permutation every epoch (drawn in `on_epoch_end`), fixed by
-    `seed` and the epoch number. Ids are checked once, here, so bad ids fail before training starts.
+    `seed` and the epoch number. Keras ends the epoch also when `fit` stops early (`stop_training`,
+    `steps_per_epoch`), so a second `fit` on the same dataset continues with the next epoch's order;
+    call `set_position(0)` to replay the same batches. Ids are checked once, here, so bad ids fail before
+    training starts.
 
     Args:
         token_ids: 1-D array-like of int. The token stream (e.g. from `kerasllm.data.pack_documents`).
