@@ -1,5 +1,6 @@
 """Shared test settings. The backend comes from KERAS_BACKEND, set before the run (see tests/run.sh)."""
 
+import json
 import os
 import subprocess
 import sys
@@ -31,6 +32,34 @@ def run_in_fresh_process():
         if result.returncode != 0:
             raise AssertionError(f"fresh process failed:\nSTDOUT:\n{result.stdout}\nSTDERR:\n{result.stderr}")
         return result.stdout
+
+    return run
+
+
+@pytest.fixture
+def reload_in_fresh_process(tmp_path, run_in_fresh_process):
+    """Loads `.keras` files in a new interpreter; returns `{name: (outputs on x, quantization mode)}`.
+
+    `paths` maps names to `.keras` files; the mode is that of `model.backbone.blocks[0].attention.query`.
+    Files load through `kerasllm.utils.load_model` (safe mode), as users load them.
+    """
+
+    def run(paths, x):
+        np.save(tmp_path / "fresh_x.npy", x)
+        out = run_in_fresh_process(
+            f"""
+import json, numpy as np, keras, kerasllm
+x = np.load({str(tmp_path / "fresh_x.npy")!r})
+modes = {{}}
+for name, path in {dict(paths)!r}.items():
+    model = kerasllm.utils.load_model(path)
+    modes[name] = model.backbone.blocks[0].attention.query.quantization_mode
+    np.save({str(tmp_path)!r} + f"/fresh_{{name}}.npy", keras.ops.convert_to_numpy(model(x)))
+print("MODES" + json.dumps(modes))
+"""
+        )
+        modes = json.loads(out.split("MODES", 1)[1].strip().splitlines()[0])
+        return {name: (np.load(tmp_path / f"fresh_{name}.npy"), modes[name]) for name in paths}
 
     return run
 
