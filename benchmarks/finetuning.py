@@ -293,7 +293,8 @@ def adaptation(base_path, streams, steps):
 # (2) Tragedies, then comedies: plain, replay, EWC
 
 
-def forgetting(base_path, streams, first_steps, second_steps, fisher_batches):
+def forgetting(base_path, streams, first_steps, second_steps, fisher_batches, replay_fractions=(REPLAY_FRACTION,),
+               ewc_multipliers=EWC_MULTIPLIERS):
     validations = {(genre, key): lm_dataset(streams[f"{genre} {name}"], SEQ_LEN, False)
                    for genre in ("tragedies", "comedies") for key, name in SPLITS.items()}
 
@@ -327,28 +328,32 @@ def forgetting(base_path, streams, first_steps, second_steps, fisher_batches):
 
     plain_model, plain = second("plain", comedies())
     rows = [before, plain]
-    rows.append(second(f"replay {REPLAY_FRACTION:g}", kerasllm.data.ReplayDataset(
-        comedies(), tragedies(), fraction=REPLAY_FRACTION, seed=SEED))[1])
+    for fraction in replay_fractions:
+        rows.append(second(f"replay {fraction:g}", kerasllm.data.ReplayDataset(
+            comedies(), tragedies(), fraction=fraction, seed=SEED))[1])
+    if not ewc_multipliers:
+        lost, unit_penalty, strength_1, ruled = None, None, None, None
 
-    # The strength rule (on the in-play split): the penalty at the plain run's end, per unit strength,
-    # against the tragedy loss it lost.
-    anchor_model = load(first_path)
-    anchor_model.compile(loss=kerasllm.losses.CausalLMLoss())
-    fisher = kerasllm.callbacks.ElasticWeightConsolidation(
-        tragedies(), strength=1.0, num_batches=fisher_batches).compute_fisher(anchor_model)
-    unit_penalty = 0.5 * sum(
-        float(np.sum(f * np.square(keras.ops.convert_to_numpy(w) - keras.ops.convert_to_numpy(a))))
-        for f, w, a in zip(fisher, plain_model.trainable_variables, anchor_model.trainable_variables))
-    lost = math.log(plain["tragedy_in_play"] / before["tragedy_in_play"])
-    ruled = lost > 0 and unit_penalty > 0
-    strength_1 = lost / unit_penalty if ruled else EWC_FALLBACK_STRENGTH
-    print(f"  EWC rule: tragedy loss lost {lost:+.4f} nats, 1/2 sum F d^2 = {unit_penalty:.3e} -> strength "
-          f"{strength_1:.3g}{'' if ruled else ' (no forgetting: fallback strength)'}", flush=True)
-    for multiplier in EWC_MULTIPLIERS:
-        strength = strength_1 * multiplier
-        callback = kerasllm.callbacks.ElasticWeightConsolidation(tragedies(), strength=strength,
-                                                                 num_batches=fisher_batches)
-        rows.append(second(f"EWC x{multiplier} ({strength:.3g})", comedies(), [callback], strength=strength)[1])
+    if ewc_multipliers:
+        # The strength rule (on the in-play split): the penalty at the plain run's end, per unit strength,
+        # against the tragedy loss it lost.
+        anchor_model = load(first_path)
+        anchor_model.compile(loss=kerasllm.losses.CausalLMLoss())
+        fisher = kerasllm.callbacks.ElasticWeightConsolidation(
+            tragedies(), strength=1.0, num_batches=fisher_batches).compute_fisher(anchor_model)
+        unit_penalty = 0.5 * sum(
+            float(np.sum(f * np.square(keras.ops.convert_to_numpy(w) - keras.ops.convert_to_numpy(a))))
+            for f, w, a in zip(fisher, plain_model.trainable_variables, anchor_model.trainable_variables))
+        lost = math.log(plain["tragedy_in_play"] / before["tragedy_in_play"])
+        ruled = lost > 0 and unit_penalty > 0
+        strength_1 = lost / unit_penalty if ruled else EWC_FALLBACK_STRENGTH
+        print(f"  EWC rule: tragedy loss lost {lost:+.4f} nats, 1/2 sum F d^2 = {unit_penalty:.3e} -> strength "
+              f"{strength_1:.3g}{'' if ruled else ' (no forgetting: fallback strength)'}", flush=True)
+        for multiplier in ewc_multipliers:
+            strength = strength_1 * multiplier
+            callback = kerasllm.callbacks.ElasticWeightConsolidation(tragedies(), strength=strength,
+                                                                     num_batches=fisher_batches)
+            rows.append(second(f"EWC x{multiplier} ({strength:.3g})", comedies(), [callback], strength=strength)[1])
 
     target = "EWC or replay removes >= 50% of the forgetting at <= 2% worse comedy perplexity"
     print(f"\n(2) Forgetting: {first_steps} steps on the tragedies, then {second_steps} on the comedies")
@@ -449,6 +454,11 @@ def main():
                         help="Reuse OUT/base-<preset>-<steps>.keras if it exists (same preset and base steps).")
     parser.add_argument("--output", default=None, help="Default: OUT/results.json (results-quick.json with --quick).")
     parser.add_argument("--experiments", default="1,2,3", help="Which of (1), (2), (3) to run. Default: 1,2,3.")
+    parser.add_argument("--replay-fractions", default=str(REPLAY_FRACTION),
+                        help=f"(2): comma-separated replay fractions. Default: {REPLAY_FRACTION}.")
+    parser.add_argument("--ewc-multipliers", default=",".join(map(str, EWC_MULTIPLIERS)),
+                        help="(2): comma-separated multiples of the ruled EWC strength, or 'none'. Default: "
+                             f"{','.join(map(str, EWC_MULTIPLIERS))}.")
     args = parser.parse_args()
     quick = QUICK if args.quick else {}
     budget = dict(base_steps=BASE_STEPS, adapt_steps=ADAPT_STEPS, first_steps=FIRST_STEPS, second_steps=SECOND_STEPS,
@@ -476,8 +486,11 @@ def main():
     if "1" in experiments:
         report["adaptation"] = adaptation(base_path, streams, budget["adapt_steps"])
     if "2" in experiments:
+        multipliers = () if args.ewc_multipliers == "none" else tuple(float(m) for m in args.ewc_multipliers.split(","))
         report["forgetting"] = forgetting(base_path, streams, budget["first_steps"], budget["second_steps"],
-                                          budget["fisher_batches"])
+                                          budget["fisher_batches"],
+                                          tuple(float(f) for f in args.replay_fractions.split(",")),
+                                          tuple(int(m) if m == int(m) else m for m in multipliers))
     if "3" in experiments:
         report["classification"] = classification(base_path, tokenizer, held_out, budget["cls_steps"],
                                                   budget["test_passages"])
