@@ -20,6 +20,33 @@ def _seed():
 
 
 @pytest.fixture
+def backend_gradient():
+    """`gradient(fn, x, upstream)`: d sum(fn(x) * upstream) / dx with the backend's own autodiff."""
+    return _gradient
+
+
+def _gradient(fn, x, upstream):
+    """d sum(fn(x) * upstream) / dx with the backend's autodiff (test helper only)."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        return np.asarray(jax.grad(lambda v: (fn(v) * upstream).sum())(x))
+    if backend == "torch":
+        import torch
+
+        v = torch.tensor(x, requires_grad=True)
+        (fn(v) * torch.tensor(upstream)).sum().backward()
+        return v.grad.numpy()
+    import tensorflow as tf
+
+    v = tf.Variable(x)
+    with tf.GradientTape() as tape:
+        total = tf.reduce_sum(fn(v) * upstream)
+    return tape.gradient(total, v).numpy()
+
+
+@pytest.fixture
 def run_in_fresh_process():
     """Runs a Python snippet in a new interpreter with the same backend; returns its stdout."""
 

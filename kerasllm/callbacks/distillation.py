@@ -18,6 +18,7 @@ from kerasllm.distillation.on_policy import continuation_mask
 from kerasllm.distillation.on_policy import sample_continuations
 from kerasllm.distillation.on_policy import uniform_noise
 from kerasllm.distillation.step_state import ScheduledValue
+from kerasllm.utils.backend_gather import take_along_last_axis
 from kerasllm.distillation.step_state import StepState
 from kerasllm.distillation.teacher_inputs import input_names
 from kerasllm.distillation.teacher_inputs import teacher_inputs
@@ -317,9 +318,9 @@ class Distillation(keras.callbacks.Callback):
             indices = ops.cast(indices, "int32")
             if indices.shape[-1] == y_pred.shape[-1]:
                 # The whole distribution, permuted: log-probabilities renormalize exactly like logits.
-                student_logits = ops.take_along_axis(y_pred, indices, axis=-1)
+                student_logits = take_along_last_axis(y_pred, indices)
             elif self.kind == "mse":
-                student_logits = ops.take_along_axis(ops.log_softmax(y_pred, axis=-1), indices, axis=-1)
+                student_logits = take_along_last_axis(ops.log_softmax(y_pred, axis=-1), indices)
             else:  # the cached tokens plus one entry for the rest, as online with top_k
                 teacher_logits, student_logits = distillation.top_k_with_rest(
                     teacher_logits, ops.log_softmax(ops.cast(y_pred, "float32"), axis=-1), indices

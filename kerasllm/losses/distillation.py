@@ -13,6 +13,8 @@ Masking follows `kerasllm.losses.CausalLMLoss`: `mask` (bool, `(...)`) says whic
 
 from keras import ops
 
+from kerasllm.utils.backend_gather import take_along_last_axis
+
 KINDS = ("forward_kl", "reverse_kl", "jsd", "mse")
 REDUCTIONS = ("mean", "sum", "none")
 
@@ -116,8 +118,8 @@ def select_top_k(teacher_logits, student_logits, top_k=None, kind="forward_kl"):
     _, indices = ops.top_k(ops.cast(teacher_logits, "float32"), k=top_k)  # (..., k)
     if kind == "mse":
         return (
-            ops.take_along_axis(teacher_logits, indices, axis=-1),
-            ops.take_along_axis(student_logits, indices, axis=-1),
+            take_along_last_axis(teacher_logits, indices),
+            take_along_last_axis(student_logits, indices),
         )
     return top_k_with_rest(_log_probs(teacher_logits, 1.0), _log_probs(student_logits, 1.0), indices)
 
@@ -129,8 +131,8 @@ def top_k_with_rest(teacher_log_probs, student_log_probs, indices):
     them); `student_log_probs` is the student's full `(..., V)` log-softmax.
     """
     if teacher_log_probs.shape[-1] != indices.shape[-1]:
-        teacher_log_probs = ops.take_along_axis(teacher_log_probs, indices, axis=-1)
-    student_log_probs = ops.take_along_axis(student_log_probs, indices, axis=-1)
+        teacher_log_probs = take_along_last_axis(teacher_log_probs, indices)
+    student_log_probs = take_along_last_axis(student_log_probs, indices)
     return with_rest(teacher_log_probs), with_rest(student_log_probs)
 
 

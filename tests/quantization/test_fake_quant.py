@@ -88,27 +88,6 @@ def test_int4_grouped_matches_numpy_and_keras(group):
         assert len(np.unique(out[start : start + group, 0])) <= 16
 
 
-def gradient(fn, x, upstream):
-    """d sum(fn(x) * upstream) / dx with the backend's autodiff (test helper only)."""
-    backend = keras.backend.backend()
-    if backend == "jax":
-        import jax
-
-        return np.asarray(jax.grad(lambda v: (fn(v) * upstream).sum())(x))
-    if backend == "torch":
-        import torch
-
-        v = torch.tensor(x, requires_grad=True)
-        (fn(v) * torch.tensor(upstream)).sum().backward()
-        return v.grad.numpy()
-    import tensorflow as tf
-
-    v = tf.Variable(x)
-    with tf.GradientTape() as tape:
-        total = tf.reduce_sum(fn(v) * upstream)
-    return tape.gradient(total, v).numpy()
-
-
 @pytest.mark.parametrize(
     "fn",
     [
@@ -119,10 +98,10 @@ def gradient(fn, x, upstream):
     ],
     ids=["int8_weight", "int8_input", "int4_channel", "int4_group"],
 )
-def test_straight_through_gradient_is_identity(fn):
+def test_straight_through_gradient_is_identity(fn, backend_gradient):
     x = values((8, 6), seed=5)
     upstream = np.random.default_rng(6).normal(size=(8, 6)).astype(np.float32)
-    np.testing.assert_allclose(gradient(fn, x, upstream), upstream, rtol=1e-6)
+    np.testing.assert_allclose(backend_gradient(fn, x, upstream), upstream, rtol=1e-6)
 
 
 @pytest.mark.parametrize("bad", [0, -2, 2.5, True, "8"])
