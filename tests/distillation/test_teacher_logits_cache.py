@@ -163,6 +163,34 @@ def test_attach_adds_the_teacher_to_each_batch(teacher, tmp_path):
     np.testing.assert_array_equal(train[0][0]["token_ids"], data[0][0])
 
 
+def test_attach_reads_the_next_batch_ahead_and_keeps_the_stored_dtype(teacher, tmp_path):
+    data = LanguageModelingDataset(stream(12), T, B, seed=2)
+    cache = cache_teacher_logits(teacher, data, top_k=3, path=tmp_path / "cache", dtype="float16", verbose=0)
+    train = cache.attach(data)
+    assert train.prefetch and train.workers == 1 and not cache.attach(data, prefetch=False).prefetch
+    assert not cache.attach(LanguageModelingDataset(stream(12), T, B, workers=3)).prefetch  # Keras reads ahead
+    with pytest.raises(ValueError, match="`prefetch` must be True or False"):
+        cache.attach(data, prefetch=1)
+
+    def expected(i):
+        x, y = data[i]
+        return x, y, *cache.lookup(x)
+
+    for epoch in range(2):
+        for i in (0, 1, 2, 1):  # in order, then back: a read-ahead of the wrong batch is not used
+            inputs, y = train[i]
+            x, y_ref, log_probs, indices = expected(i)
+            assert inputs["teacher_log_probs"].dtype == np.float16  # the callback casts in the step
+            np.testing.assert_array_equal(inputs["token_ids"], x)
+            np.testing.assert_array_equal(y, y_ref)
+            np.testing.assert_array_equal(inputs["teacher_log_probs"].astype(np.float32), log_probs)
+            np.testing.assert_array_equal(inputs["teacher_indices"], indices)
+        train.on_epoch_end()  # reshuffles: the batch read ahead from the old order is dropped
+    train.set_position(5, 1)
+    np.testing.assert_array_equal(train[0][0]["token_ids"], data[0][0])
+    pickle.loads(pickle.dumps(train))[0]  # for multiprocessing: no thread or future inside
+
+
 def test_attach_keeps_sample_weights_dicts_and_x_only(teacher, tmp_path):
     rng = np.random.default_rng(2)
     x = rng.integers(0, V, (B, T)).astype("int32")
