@@ -139,24 +139,39 @@ def run_student(name, train, val, steps, teacher=None, callbacks=(), data=None):
     return result
 
 
-def time_steps(train, steps):
-    """Median step times of labels only, online and cached distillation, one after the other."""
+def time_steps(train, steps, repeats=1):
+    """Median step times of labels only, online and cached (forward and reverse KL) distillation, interleaved.
+
+    On a 2-core virtual machine the speed of the same run drifts by 10-20% within minutes, so the three
+    runs alternate, `repeats` rounds, and each round's cost is taken against that round's labels-only run; the median over
+    rounds is reported with its range.
+    """
     teacher = keras.saving.load_model(os.path.join(OUT, "teacher.keras"))
     cache = kerasllm.distillation.TeacherLogitsCache.load(os.path.join(OUT, "teacher_cache"))
     runs = [
-        ("(a) labels only", train, []),
-        ("kerasllm online forward_kl", train, [kerasllm.callbacks.Distillation(teacher, temperature=TEMPERATURE)]),
-        (f"kerasllm cached top-{cache.top_k} forward_kl", cache.attach(train),
-         [kerasllm.callbacks.Distillation(cache, temperature=TEMPERATURE)]),
+        ("(a) labels only", lambda: train, lambda: []),
+        ("kerasllm online forward_kl", lambda: train,
+         lambda: [kerasllm.callbacks.Distillation(teacher, temperature=TEMPERATURE)]),
+        *[(f"kerasllm cached top-{cache.top_k} {kind}", lambda: cache.attach(train),
+           lambda kind=kind: [kerasllm.callbacks.Distillation(cache, loss=kind, temperature=TEMPERATURE)])
+          for kind in ("forward_kl", "reverse_kl")],
     ]
-    baseline = None
-    for name, data, callbacks in runs:
-        student = causal_lm(STUDENT, SEED)
-        student.compile(optimizer=optimizer(STUDENT_LR, steps), loss=kerasllm.losses.CausalLMLoss())
-        ms = fit(student, data, steps, callbacks).median_ms()
-        baseline = baseline or ms
-        print(f"{name:<40} step {ms:7.1f} ms | {ms / baseline:5.2f} x (a) | load {os.getloadavg()[0]:.2f}",
-              flush=True)
+    times = {name: [] for name, _, _ in runs}
+    for round_ in range(repeats):
+        for name, data, callbacks in runs:
+            student = causal_lm(STUDENT, SEED)
+            student.compile(optimizer=optimizer(STUDENT_LR, steps), loss=kerasllm.losses.CausalLMLoss())
+            ms = fit(student, data(), steps, callbacks()).median_ms()
+            times[name].append(ms)
+            ratio = ms / times[runs[0][0]][-1]
+            print(f"round {round_ + 1}: {name:<36} step {ms:7.1f} ms | {ratio:5.2f} x (a) | "
+                  f"load {os.getloadavg()[0]:.2f}", flush=True)
+    baseline = np.array(times[runs[0][0]])
+    print(f"\nmedian over {repeats} rounds (range of the per-round ratios)")
+    for name, _, _ in runs:
+        ratios = np.array(times[name]) / baseline
+        print(f"{name:<40} step {np.median(times[name]):7.1f} ms | {np.median(ratios):5.2f} x (a) "
+              f"[{ratios.min():.2f}, {ratios.max():.2f}]", flush=True)
 
 
 def main():
@@ -168,6 +183,8 @@ def main():
     parser.add_argument("--timing-steps", type=int, default=None,
                         help="Only time (a), online and cached distillation for this many steps each, reusing "
                              "the saved teacher and cache (for a quiet machine).")
+    parser.add_argument("--timing-repeats", type=int, default=1,
+                        help="With --timing-steps: rounds of the three runs, interleaved. Default: 1.")
     parser.add_argument("--top-k", type=int, default=TOP_K, help=f"Top-k the cache stores. Default: {TOP_K}.")
     parser.add_argument("--distil-top-k", default=None,
                         help="Comma-separated top-k values the cached runs distil over (each <= --top-k; the "
@@ -194,7 +211,7 @@ def main():
     print(f"{len(train)} training batches of {BATCH_SIZE}x{SEQ_LEN}, {len(val)} validation batches")
 
     if args.timing_steps:
-        return time_steps(train, args.timing_steps)
+        return time_steps(train, args.timing_steps, args.timing_repeats)
     teacher, teacher_ms = train_teacher(train, val, teacher_steps, args.reuse_teacher and not args.quick)
     teacher_ppl = perplexity(teacher, val)
     print(f"{'teacher ' + str(TEACHER):<40} val ppl {teacher_ppl:8.2f} | step {teacher_ms or 0:7.1f} ms", flush=True)
