@@ -14,6 +14,9 @@ keras.config.disable_interactive_logging()
 
 @pytest.fixture(autouse=True)
 def _seed():
+    # `keras.backend.clear_session()` (KerasTuner calls it between trials) resets Keras's global state,
+    # and with it this setting: without it, a later test's `fit` progress lands in its captured stdout.
+    keras.config.disable_interactive_logging()
     keras.utils.set_random_seed(1234)
     np.random.seed(1234)
     yield
