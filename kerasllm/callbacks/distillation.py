@@ -18,7 +18,6 @@ from kerasllm.distillation.on_policy import continuation_mask
 from kerasllm.distillation.on_policy import sample_continuations
 from kerasllm.distillation.on_policy import uniform_noise
 from kerasllm.distillation.step_state import ScheduledValue
-from kerasllm.utils.backend_gather import take_along_last_axis
 from kerasllm.distillation.step_state import StepState
 from kerasllm.distillation.teacher_inputs import input_names
 from kerasllm.distillation.teacher_inputs import teacher_inputs
@@ -28,6 +27,7 @@ from kerasllm.losses import feature_distillation
 from kerasllm.losses.distillation_loss import DistillationLoss
 from kerasllm.losses.sparse_cross_entropy import IGNORE_INDEX
 from kerasllm.models.language_model import LanguageModel
+from kerasllm.utils.backend_gather import take_along_last_axis
 
 
 class Distillation(keras.callbacks.Callback):

@@ -142,12 +142,12 @@ class TeacherLogitsCache:
         `batches_per_epoch`, `vocabulary_size`, `sequence_length`, `batch_size` and `epoch` are those
         of the wrapped dataset, so shuffling and `kerasllm.callbacks.Checkpoint` resume work as before.
 
-        Reading a batch's rows from the memory-mapped files takes time (about 40 ms for a top-512 batch of
-        16 x 128 on this project's CPU machine), so while the model trains on batch `i` a background
-        thread already reads batch `i + 1`. This is only done when Keras asks for batches one at a time
-        (the dataset's `workers=1`, no multiprocessing; otherwise Keras's own workers read ahead), and
-        the read-ahead batch is dropped when the epoch ends or `set_position` moves the dataset, so the
-        batches are exactly those of `dataset[i]`.
+        Reading a batch's rows from the memory-mapped files takes time (5 to 50 ms for a top-512 batch of
+        16 x 128 on this project's CPU machine, depending on whether the files are in the page cache), so
+        while the model trains on batch `i` a background thread already reads batch `i + 1`. This is only
+        done when Keras asks for batches one at a time (the dataset's `workers=1`, no multiprocessing;
+        otherwise Keras's own workers read ahead), and the read-ahead batch is dropped when the epoch ends
+        or `set_position` moves the dataset, so the batches are exactly those of `dataset[i]`.
 
         Args:
             dataset: `keras.utils.PyDataset` with a length, e.g. `kerasllm.data.LanguageModelingDataset`.
@@ -237,12 +237,12 @@ class _CachedTeacherDataset(keras.utils.PyDataset):
         return len(self.dataset)
 
     def __getitem__(self, index):
-        ahead, self._ahead = self._ahead, None
+        ahead = self._ahead
         if ahead is not None and ahead[0] == index:
+            self._ahead = None
             batch = ahead[1].result()  # a reading error surfaces here, at the batch that hit it
         else:
-            if ahead is not None:
-                _wait(ahead[1])
+            self._drop_ahead()
             batch = self._read(index)
         if self.prefetch and index + 1 < len(self):
             if self._reader is None:
@@ -251,9 +251,13 @@ class _CachedTeacherDataset(keras.utils.PyDataset):
         return batch
 
     def _drop_ahead(self):
+        """Waits for a read-ahead that is no longer wanted and drops its result, or its error."""
         ahead, self._ahead = self._ahead, None
         if ahead is not None:
-            _wait(ahead[1])
+            try:
+                ahead[1].result()
+            except Exception:  # noqa: BLE001 - the batch is discarded; reading it again raises again
+                pass
 
     def __getstate__(self):  # for multiprocessing workers: threads and futures do not pickle
         state = dict(self.__dict__)
@@ -277,14 +281,6 @@ class _CachedTeacherDataset(keras.utils.PyDataset):
         self._drop_ahead()
         if hasattr(self.dataset, "on_epoch_end"):
             self.dataset.on_epoch_end()
-
-
-def _wait(future):
-    """Waits for a read-ahead that is no longer wanted; its result, or error, is dropped."""
-    try:
-        future.result()
-    except Exception:  # noqa: BLE001 - the batch is discarded; reading it again raises again
-        pass
 
 
 def _read_config(file):
