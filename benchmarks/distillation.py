@@ -142,9 +142,9 @@ def run_student(name, train, val, steps, teacher=None, callbacks=(), data=None):
 def time_steps(train, steps, repeats=1):
     """Median step times of labels only, online and cached (forward and reverse KL) distillation, interleaved.
 
-    On a 2-core virtual machine the speed of the same run drifts by 10-20% within minutes, so the three
-    runs alternate, `repeats` rounds, and each round's cost is taken against that round's labels-only run; the median over
-    rounds is reported with its range.
+    On a 2-core virtual machine the speed of the same run drifts by 10-20% within minutes, so the four
+    runs alternate for `repeats` rounds and each run is divided by its round's labels-only run; the median
+    over rounds is reported with its range.
     """
     teacher = keras.saving.load_model(os.path.join(OUT, "teacher.keras"))
     cache = kerasllm.distillation.TeacherLogitsCache.load(os.path.join(OUT, "teacher_cache"))
@@ -181,10 +181,10 @@ def main():
     parser.add_argument("--reuse-teacher", action="store_true")
     parser.add_argument("--student-steps", type=int, default=STUDENT_STEPS)
     parser.add_argument("--timing-steps", type=int, default=None,
-                        help="Only time (a), online and cached distillation for this many steps each, reusing "
+                        help="Only time (a), online and cached (forward and reverse KL) distillation for this many steps each, reusing "
                              "the saved teacher and cache (for a quiet machine).")
     parser.add_argument("--timing-repeats", type=int, default=1,
-                        help="With --timing-steps: rounds of the three runs, interleaved. Default: 1.")
+                        help="With --timing-steps: rounds of the four runs, interleaved. Default: 1.")
     parser.add_argument("--top-k", type=int, default=TOP_K, help=f"Top-k the cache stores. Default: {TOP_K}.")
     parser.add_argument("--distil-top-k", default=None,
                         help="Comma-separated top-k values the cached runs distil over (each <= --top-k; the "
