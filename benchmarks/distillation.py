@@ -181,7 +181,8 @@ def main():
     parser.add_argument("--reuse-teacher", action="store_true")
     parser.add_argument("--student-steps", type=int, default=STUDENT_STEPS)
     parser.add_argument("--timing-steps", type=int, default=None,
-                        help="Only time (a), online and cached (forward and reverse KL) distillation for this many steps each, reusing "
+                        help="Only time (a), online and cached (forward and reverse KL) distillation for this "
+                             "many steps each, reusing "
                              "the saved teacher and cache (for a quiet machine).")
     parser.add_argument("--timing-repeats", type=int, default=1,
                         help="With --timing-steps: rounds of the four runs, interleaved. Default: 1.")
