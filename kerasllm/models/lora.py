@@ -22,6 +22,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from kerasllm.utils.collection import collect_once
+
 LORA_FILE_FORMAT = "kerasllm-lora-1"
 
 
@@ -113,18 +115,19 @@ def _require_lora(model, action):
 def merge_lora(model):
     """Folds every adapter into its kernel and removes the adapters; unfreezes what LoRA froze."""
     _require_lora(model, "merge adapters")
-    for _, layer in lora_layers(model):
-        kernel, scale, zero = layer._get_kernel_with_merged_lora()
-        layer._kernel.assign(ops.cast(kernel, layer._kernel.dtype))
-        if scale is not None:
-            layer.kernel_scale.assign(scale)
-        if zero is not None:
-            layer.kernel_zero.assign(zero)
-        del layer.lora_kernel_a  # Keras's Layer.__delattr__ untracks the variable
-        del layer.lora_kernel_b
-        layer.lora_enabled = False
-        layer.lora_rank = None
-        layer.lora_alpha = None
+    with collect_once():  # Keras collects garbage once per deleted adapter otherwise
+        for _, layer in lora_layers(model):
+            kernel, scale, zero = layer._get_kernel_with_merged_lora()
+            layer._kernel.assign(ops.cast(kernel, layer._kernel.dtype))
+            if scale is not None:
+                layer.kernel_scale.assign(scale)
+            if zero is not None:
+                layer.kernel_zero.assign(zero)
+            del layer.lora_kernel_a  # Keras's Layer.__delattr__ untracks the variable
+            del layer.lora_kernel_b
+            layer.lora_enabled = False
+            layer.lora_rank = None
+            layer.lora_alpha = None
     for variable in model._lora_frozen:
         variable.trainable = True
     object.__setattr__(model, "_lora", None)

@@ -11,6 +11,7 @@ import numpy as np
 
 from kerasllm.quantization import dense_transforms
 from kerasllm.quantization.fake_quant import check_group_size
+from kerasllm.utils.collection import collect_once
 
 MODES = ("int8", "int4")
 PTQ_MODES = ("int8", "int4", "gptq")
@@ -236,7 +237,8 @@ def _bake_transforms(layer):
 
 def _keras_quantize(model, layers, mode, config):
     chosen = {id(layer) for layer in layers}
-    model.quantize(mode, config=config, filters=lambda layer: id(layer) in chosen)
+    with collect_once():  # Keras collects garbage once per deleted float kernel otherwise
+        model.quantize(mode, config=config, filters=lambda layer: id(layer) in chosen)
     missed = [layer.path for layer in layers if layer.quantization_mode != mode]
     if missed:  # pragma: no cover - guarded by check_convertible
         raise RuntimeError(f"Keras did not quantize {missed}.")
