@@ -7,6 +7,7 @@ import keras
 
 from kerasllm.cli.train import build_preset_model
 from kerasllm.cli.train import check_positive
+from kerasllm.cli.train import check_preset
 from kerasllm.cli.train import compile_for_training
 from kerasllm.cli.train import finish_run
 from kerasllm.cli.train import fit_exact_steps
@@ -21,6 +22,7 @@ def distill(args):
     from kerasllm.cli import run_folder
 
     check_positive(args, ("steps", "batch_size", "seq_len", "sample_tokens", "student_layers", "top_k"))
+    check_preset(args)
     if args.preset is not None and args.student_layers is not None:
         raise SystemExit(
             "kerasllm: --preset and --student-layers both choose the student; pass one of them "

@@ -15,6 +15,7 @@ def train(args):
     checkpoint_every = getattr(args, "checkpoint_every", None)
     resume = getattr(args, "resume", False)
     check_positive(args, ("steps", "batch_size", "seq_len", "vocabulary_size", "sample_tokens", "checkpoint_every"))
+    check_preset(args)
     if resume and not args.name:
         raise SystemExit("kerasllm: --resume needs the --name (and --output) of the run to continue.")
     keras.utils.set_random_seed(args.seed)
@@ -102,6 +103,15 @@ def check_positive(args, names):
     for name in names:
         if getattr(args, name, None) is not None and getattr(args, name) <= 0:
             raise SystemExit(f"kerasllm: --{name.replace('_', '-')} must be a positive integer.")
+
+
+def check_preset(args):
+    """Refuses an unknown `--preset` before the corpus is read and a tokenizer trained on it."""
+    from kerasllm.models import CausalLM
+
+    preset = getattr(args, "preset", None)
+    if preset is not None and preset not in CausalLM.presets:
+        raise SystemExit(f"kerasllm: unknown --preset {preset!r}; choose one of: {', '.join(sorted(CausalLM.presets))}.")
 
 
 def print_versions():

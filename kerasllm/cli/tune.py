@@ -9,9 +9,10 @@ import keras
 
 def tune(args):
     import kerasllm
-    from kerasllm.cli.train import check_positive, load_corpus, print_versions, split_corpus
+    from kerasllm.cli.train import check_positive, check_preset, load_corpus, print_versions, split_corpus
 
     check_positive(args, ("steps", "max_trials", "seq_len", "vocabulary_size", "hyperband_epochs"))
+    check_preset(args)
     try:
         space = kerasllm.tuning.SearchSpace(
             learning_rate=_learning_rates(args.learning_rate_range),

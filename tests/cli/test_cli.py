@@ -64,12 +64,20 @@ def test_generate_and_evaluate_read_the_run_folder(trained_run):
 
 
 def test_bad_arguments_give_clear_errors(tmp_path):
-    unknown = run_cli("train", "--preset", "gpt5", "--data", str(tmp_path), "--output", str(tmp_path))
-    assert unknown.returncode != 0
-    missing = run_cli("generate", "--model", str(tmp_path / "nothing"))
-    assert missing.returncode != 0 and "no model at" in missing.stderr
-    negative = run_cli("train", "--steps", "0")
-    assert negative.returncode != 0 and "--steps must be a positive integer" in negative.stderr
+    # In this process: the commands above already run the real entry point in subprocesses, and a
+    # fresh interpreter per refusal would cost an import of the backend each.
+    from kerasllm.cli.main import main
+
+    # Refused before the (here empty) corpus is read or a tokenizer trained.
+    with pytest.raises(SystemExit, match="unknown --preset 'gpt5'; choose one of: .*tiny"):
+        main(["train", "--preset", "gpt5", "--data", str(tmp_path), "--output", str(tmp_path)])
+    for command in (["distill", "--teacher", str(tmp_path)], ["tune", "--data", str(tmp_path)]):
+        with pytest.raises(SystemExit, match="unknown --preset 'gpt5'"):
+            main([*command, "--preset", "gpt5", "--output", str(tmp_path)])
+    with pytest.raises(SystemExit, match="no model at"):
+        main(["generate", "--model", str(tmp_path / "nothing")])
+    with pytest.raises(SystemExit, match="--steps must be a positive integer"):
+        main(["train", "--steps", "0"])
 
 
 @pytest.fixture(scope="module")
