@@ -7,7 +7,9 @@ cd "$(dirname "$0")/.."
 backends="${KERASLLM_TEST_BACKENDS:-jax torch tensorflow}"
 workers=()
 if python -c "import xdist" 2>/dev/null; then
-  workers=(-n 2)
+  # loadgroup: a file marked with xdist_group (one with costly module fixtures) runs in one worker, so
+  # those fixtures are built once instead of once per worker.
+  workers=(-n 2 --dist loadgroup)
   # Two workers already fill the two cores; a thread pool per worker on top only adds contention
   # (torch's part of the suite ran 28% faster with one thread each on this machine).
   export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"

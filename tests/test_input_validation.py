@@ -17,6 +17,9 @@ from hypothesis import strategies as st
 
 import kerasllm
 
+# One xdist worker runs this file, so its module fixtures are built once (tests/run.sh).
+pytestmark = pytest.mark.xdist_group("test_input_validation")
+
 VOCABULARY, MAX_LENGTH = 61, 16
 SETTINGS = settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture],
                     database=None)

@@ -12,6 +12,9 @@ import kerasllm
 from kerasllm.quantization import dense_transforms
 from kerasllm.quantization import pruning
 
+# One xdist worker runs this file, so its module fixtures are built once (tests/run.sh).
+pytestmark = pytest.mark.xdist_group("test_pruning_callback")
+
 CONFIG = dict(vocabulary_size=61, num_layers=1, num_heads=2, hidden_dim=16, intermediate_dim=32,
               max_sequence_length=16)
 

@@ -13,6 +13,9 @@ import pytest
 import kerasllm
 from kerasllm.cli.main import main
 
+# One xdist worker runs this file, so its module fixtures are built once (tests/run.sh).
+pytestmark = pytest.mark.xdist_group("test_cli_distill")
+
 SENTENCES = [
     "ROMEO: But soft, what light through yonder window breaks?",
     "JULIET: O Romeo, Romeo, wherefore art thou Romeo?",

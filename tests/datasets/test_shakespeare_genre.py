@@ -6,6 +6,9 @@ import pytest
 import kerasllm
 from kerasllm.datasets import GENRE_LABELS, shakespeare_genre, shakespeare_plays
 
+# One xdist worker runs this file, so its module fixtures are built once (tests/run.sh).
+pytestmark = pytest.mark.xdist_group("test_shakespeare_genre")
+
 
 @pytest.fixture(scope="module")
 def tokenizer():

@@ -11,6 +11,9 @@ from kerasllm.distillation import TeacherLogitsCache
 from kerasllm.distillation import cache_teacher_logits
 from kerasllm.models import CausalLM
 
+# One xdist worker runs this file, so its module fixtures are built once (tests/run.sh).
+pytestmark = pytest.mark.xdist_group("test_teacher_logits_cache")
+
 V, T, B = 61, 8, 4
 
 

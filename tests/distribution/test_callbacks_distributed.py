@@ -22,9 +22,12 @@ import keras
 import numpy as np
 import pytest
 
-pytestmark = pytest.mark.skipif(
-    keras.backend.backend() != "jax", reason="keras.distribution (DataParallel, ModelParallel) is JAX-only"
-)
+pytestmark = [
+    pytest.mark.skipif(
+        keras.backend.backend() != "jax", reason="keras.distribution (DataParallel, ModelParallel) is JAX-only"
+    ),
+    pytest.mark.xdist_group("test_callbacks_distributed"),  # one worker builds the module fixtures once (tests/run.sh)
+]
 
 SCRIPT = r'''
 import json

@@ -12,7 +12,10 @@ import sys
 import keras
 import pytest
 
-pytestmark = pytest.mark.skipif(keras.backend.backend() != "jax", reason="keras.distribution is JAX-only")
+pytestmark = [
+    pytest.mark.skipif(keras.backend.backend() != "jax", reason="keras.distribution is JAX-only"),
+    pytest.mark.xdist_group("test_multi_device"),  # one worker builds the module fixtures once (tests/run.sh)
+]
 
 SCRIPT = r'''
 import json, os, tempfile

@@ -16,6 +16,9 @@ import pytest
 
 import kerasllm
 
+# One xdist worker runs this file, so its module fixtures are built once (tests/run.sh).
+pytestmark = pytest.mark.xdist_group("test_tf_mirrored")
+
 tensorflow_only = pytest.mark.skipif(keras.backend.backend() != "tensorflow",
                                      reason="tf.distribute.MirroredStrategy needs KERAS_BACKEND=tensorflow")
 

@@ -8,6 +8,9 @@ from keras import ops
 import kerasllm
 from kerasllm.quantization.factorize import apply_low_rank, energy_rank, low_rank_config
 
+# One xdist worker runs this file, so its module fixtures are built once (tests/run.sh).
+pytestmark = pytest.mark.xdist_group("test_factorize")
+
 CONFIG = dict(vocabulary_size=61, num_layers=1, num_heads=2, hidden_dim=16, intermediate_dim=32,
               max_sequence_length=16)
 

@@ -15,7 +15,10 @@ from kerasllm.tuning import SearchSpace
 
 keras_tuner = pytest.importorskip("keras_tuner")
 # KerasTuner's own code calls threading.currentThread().
-pytestmark = pytest.mark.filterwarnings("ignore:currentThread:DeprecationWarning", "ignore:getName:DeprecationWarning")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:currentThread:DeprecationWarning", "ignore:getName:DeprecationWarning"),
+    pytest.mark.xdist_group("test_tuning"),  # one worker builds the module fixtures once (tests/run.sh)
+]
 
 BASE = dict(vocabulary_size=61, num_layers=2, num_heads=2, hidden_dim=16, intermediate_dim=32, max_sequence_length=16)
 # Trials of 2-3 steps: compiling a step would cost more than running it.
