@@ -13,20 +13,18 @@ import pytest
 keras.config.disable_interactive_logging()
 
 
-def pytest_collection_finish(session):
-    # Keras's `Layer.__delattr__` runs a full `gc.collect()` for every variable it deletes, and
-    # `model.quantize`, LoRA merges, QAT conversion and pruning strips all delete some. With a backend
-    # imported, one full collection scans ~450K objects (0.3 s on this machine), so one quantization
-    # took seconds (kerasllm's own conversions avoid this with `collect_once`, which does nothing
-    # under this freeze). Everything alive now (modules, functions, test constants) lives for the whole
-    # run: freezing it leaves each later collection only the objects the tests create. On TF, tests/layers,
-    # tests/models and tests/quantization in one process took 238 s instead of 270 s.
-    gc.collect()
-    gc.freeze()
-
-
 @pytest.fixture(autouse=True)
 def _seed():
+    # Keras's `Layer.__delattr__` runs a full `gc.collect()` for every variable it deletes, and
+    # `model.quantize`, LoRA merges and QAT conversion all delete some. With a backend
+    # imported, one full collection scans ~450K objects (0.3 s on this machine), more as a worker ages:
+    # TensorFlow keeps every traced train step alive (a custom gradient registered per trace). So the
+    # garbage of the previous tests is collected here, and what survives is frozen: later collections
+    # scan only the current test's objects. (kerasllm's own conversions avoid those collections with
+    # `collect_once`, which leaves an existing freeze alone.) A TF subset (tests/layers, tests/models,
+    # tests/quantization) in one process took 238 s with one freeze after collection instead of 270 s.
+    gc.collect()
+    gc.freeze()
     # `keras.backend.clear_session()` (KerasTuner calls it between trials) resets Keras's global state,
     # and with it this setting: without it, a later test's `fit` progress lands in its captured stdout.
     keras.config.disable_interactive_logging()
