@@ -22,8 +22,8 @@ def _seed():
     # garbage of the previous tests is collected here, and what survives is frozen: later collections
     # scan only the current test's objects. (kerasllm's own conversions avoid those collections with
     # `collect_once`, which leaves an existing freeze alone.) A TF subset (tests/layers, tests/models,
-    # tests/quantization) in one process took 171 s so, 238 s with one freeze after collection, 270 s
-    # with none.
+    # tests/quantization) in one process took 171 s with this, 238 s with one freeze after collection,
+    # 270 s with none.
     gc.collect()
     gc.freeze()
     # `keras.backend.clear_session()` (KerasTuner calls it between trials) resets Keras's global state,

@@ -12,7 +12,7 @@ from kerasllm.utils.collection import collect_once
 
 @pytest.fixture
 def unfrozen():
-    """The test session freezes its objects after collection (tests/conftest.py); undo that here."""
+    """The autouse fixture froze what existed before this test (tests/conftest.py); undo that here."""
     gc.unfreeze()
     yield
     gc.collect()
