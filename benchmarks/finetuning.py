@@ -24,8 +24,8 @@ the same optimizer recipe (`kerasllm.optimizers.create_optimizer`: AdamW, 5% war
 global clip norm 1) unless a line says otherwise.
 
 (1) Adapting to one genre (`ADAPT_GENRE`): `ADAPT_STEPS` steps on its training plays with
-    full fine-tuning, LoRA (`model.enable_lora(LORA_RANK)` on query and value) and prompt tuning
-    (`model.enable_prompt_tuning(PROMPT_TOKENS)`), each at its own usual peak learning rate and weight
+    full fine-tuning, LoRA (`model.enable_lora(LORA_RANK)` on query and value, and on every projection
+    of the blocks: `LORA_TARGETS`) and prompt tuning (`model.enable_prompt_tuning(PROMPT_TOKENS)`), each at its own usual peak learning rate and weight
     decay (`ADAPT_RECIPES`). Windows are `SEQ_LEN - PROMPT_TOKENS` tokens for all three, so the soft
     prompt plus the input fits in the `SEQ_LEN` positions the base model was trained on (its position
     embeddings are learned). Reported: validation perplexity on two splits, the trainable parameters and
@@ -90,10 +90,14 @@ PRESET = "tiny"
 VOCABULARY, SEQ_LEN, BATCH_SIZE = 2048, 128, 32
 BASE_STEPS, BASE_LR = 600, 2e-3
 ADAPT_GENRE, ADAPT_STEPS = "comedies", 200
-LORA_RANK, LORA_TARGETS, PROMPT_TOKENS = 8, ("query", "value"), 20
+LORA_RANK, PROMPT_TOKENS = 8, 20
+LORA_TARGETS = {  # LoRA method: the Dense sublayers it adapts (None: every projection of the blocks)
+    f"LoRA rank {LORA_RANK} (query, value)": ("query", "value"),  # the default (Hu et al., 2021)
+    f"LoRA rank {LORA_RANK} (all projections)": None,  # attention and feed-forward (QLoRA's recipe)
+}
 ADAPT_RECIPES = {  # method: (peak learning rate, weight decay)
     "full fine-tuning": (5e-4, 0.1),
-    f"LoRA rank {LORA_RANK}": (3e-3, 0.0),
+    **{method: (3e-3, 0.0) for method in LORA_TARGETS},
     f"prompt tuning {PROMPT_TOKENS}": (3e-2, 0.0),
 }
 FIRST_STEPS, SECOND_STEPS, TASK_LR = 200, 200, 1e-3
@@ -234,6 +238,11 @@ def base_model(preset, tokenizer, streams, steps, reuse):
     return path
 
 
+def block_projections(model):
+    """The names of every Dense sublayer of the Transformer blocks (all but an untied output head)."""
+    return sorted({layer.name for _, layer in kerasllm.models.lora.named_dense_layers(model)} - {"lm_head"})
+
+
 def load(path):
     keras.utils.set_random_seed(SEED)
     return keras.saving.load_model(path)
@@ -257,22 +266,23 @@ def adaptation(base_path, streams, steps):
                  step_ms=None, learning_rate=None, weight_decay=None)]
     for method, (learning_rate, weight_decay) in ADAPT_RECIPES.items():
         model = load(base_path)
-        if method.startswith("LoRA"):
-            model.enable_lora(LORA_RANK, target_layers=LORA_TARGETS)
+        if method in LORA_TARGETS:
+            model.enable_lora(LORA_RANK, target_layers=LORA_TARGETS[method] or block_projections(model))
         elif method.startswith("prompt"):
             model.enable_prompt_tuning(PROMPT_TOKENS, seed=SEED)
         trainable = parameter_count(model.trainable_weights)
         timer = fit(model, lm_dataset(train_ids, length), steps, learning_rate, weight_decay)
         rows.append(dict(method=method, **measure(model), trainable=trainable, share=trainable / total,
                          step_ms=timer.median_ms(), learning_rate=learning_rate, weight_decay=weight_decay))
-        print(f"  {method:<22} val ppl in-play {rows[-1]['in_play']:8.2f} | held-out plays {rows[-1]['plays']:8.2f}"
+        print(f"  {method:<30} val ppl in-play {rows[-1]['in_play']:8.2f} | held-out plays {rows[-1]['plays']:8.2f}"
               f" | trainable {trainable:,} | step {rows[-1]['step_ms']:.0f} ms", flush=True)
-    full, lora = rows[1], rows[2]
-    targets = {
-        f"LoRA within 5% of full fine-tuning's perplexity ({SPLIT_NAMES[key]})": lora[key] <= 1.05 * full[key]
-        for key in SPLITS
-    }
-    targets["LoRA trains under 2% of the parameters"] = lora["share"] < 0.02
+    full = rows[1]
+    targets = {}
+    for lora in [row for row in rows if row["method"] in LORA_TARGETS]:
+        for key in SPLITS:
+            targets[f"{lora['method']} within 5% of full fine-tuning's perplexity ({SPLIT_NAMES[key]})"] = (
+                lora[key] <= 1.05 * full[key])
+        targets[f"{lora['method']} trains under 2% of the parameters"] = lora["share"] < 0.02
     print(f"\n(1) Adapting to {ADAPT_GENRE}: {steps} steps, windows of {length}; validation on the unseen last "
           f"{IN_PLAY_FRACTION:.0%} of the training {ADAPT_GENRE} (in-play) and on the held-out {ADAPT_GENRE} "
           f"(held-out plays); {total:,} base parameters")
@@ -496,7 +506,7 @@ def main():
                                                   budget["test_passages"])
     report["settings"] = dict(preset=args.preset, vocabulary=VOCABULARY, seq_len=SEQ_LEN, batch_size=BATCH_SIZE,
                               base_lr=BASE_LR, adapt_genre=ADAPT_GENRE, lora_rank=LORA_RANK,
-                              lora_targets=list(LORA_TARGETS), prompt_tokens=PROMPT_TOKENS,
+                              lora_targets={k: v and list(v) for k, v in LORA_TARGETS.items()}, prompt_tokens=PROMPT_TOKENS,
                               adapt_recipes={k: list(v) for k, v in ADAPT_RECIPES.items()}, task_lr=TASK_LR,
                               replay_fraction=REPLAY_FRACTION, ewc_multipliers=list(EWC_MULTIPLIERS), cls_lr=CLS_LR,
                               layer_decay=LAYER_DECAY, seed=SEED, backend=keras.backend.backend(), quick=args.quick,
