@@ -45,18 +45,23 @@ def _resolve_devices(devices):
     return devices
 
 
-def data_parallel(devices=None, auto_shard_dataset=True):
+def data_parallel(devices=None, auto_shard_dataset=True, model=None):
     """Replicates the model on every device and splits each batch across them (JAX only).
 
     Sets `keras.distribution.DataParallel` as the global distribution: models built afterwards are
     replicated, and `fit` splits each batch along its first axis, so the batch size must be a multiple
-    of the number of devices (see `check_batch_size`).
+    of the number of devices (see `check_batch_size`). A model that already exists (loaded from a
+    `.keras` file, or compiled and trained) holds its weights on one device, which Keras cannot mix
+    with replicated state in one step; pass it as `model` to replicate its weights in place (the
+    optimizer's and metrics' state follow at the first step).
 
     Args:
         devices: None, a device type (`"cpu"`, `"gpu"`, `"tpu"`) or a list of devices such as
             `["gpu:0", "gpu:1"]`. Defaults to `None` (every device of the default type, on every host).
         auto_shard_dataset: bool. With several processes, let Keras split a `tf.data.Dataset` between
             them; set `False` when each process feeds its own shard. Defaults to `True`.
+        model: a `keras.Model` created before this call, to replicate in place, or `None`. Defaults to
+            `None`.
 
     Returns:
         The `keras.distribution.DataParallel` that was set.
@@ -65,12 +70,19 @@ def data_parallel(devices=None, auto_shard_dataset=True):
 
     >>> kerasllm.distribution.data_parallel()
     >>> model = kerasllm.models.CausalLM.from_preset("tiny", vocabulary_size=512)
+
+    or, for a model that already exists:
+
+    >>> model = keras.saving.load_model("runs/tiny/model.keras")
+    >>> kerasllm.distribution.data_parallel(model=model)
     """
     _require_jax()
     distribution = keras.distribution.DataParallel(
         devices=_resolve_devices(devices), auto_shard_dataset=auto_shard_dataset
     )
     keras.distribution.set_distribution(distribution)
+    if model is not None:
+        _reshard(model, distribution)
     return distribution
 
 

@@ -107,6 +107,36 @@ out["reload_weight_diff"] = max_diff([np.asarray(w) for w in reloaded.get_weight
 out["reload_mismatched"] = [v.path for v in reloaded.weights if spec(v) != tuple(layout_map[v.path].axes)]
 probe = tokens[:8, :12]
 out["reload_logits_diff"] = float(np.max(np.abs(np.asarray(reloaded(probe)) - np.asarray(model(probe)))))
+
+# --- a model that already exists: one epoch on one device, then distributed in place, then the second ---
+def train_across(distribute):
+    keras.distribution.set_distribution(None)
+    model = kerasllm.models.CausalLM(**CONFIG)
+    model.set_weights(init)
+    model.compile(optimizer=keras.optimizers.AdamW(1e-2), loss=kerasllm.losses.CausalLMLoss())
+    first = model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0).history["loss"][0]
+    assert len(model.optimizer.variables[-1].value.sharding.device_set) == 1
+    distribute(model)
+    second = model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0).history["loss"][0]
+    state = [*model.variables, *model.metrics_variables, *model.optimizer.variables]
+    return model, state, [first, second], [np.asarray(w) for w in model.get_weights()]
+
+existing, state, loss, weights = train_across(lambda model: kerasllm.distribution.data_parallel(model=model))
+out["dp_existing_loss"] = loss
+out["dp_existing_weight_diff"] = max_diff(weights, ref_weights)
+out["dp_existing_not_replicated"] = [v.path for v in state if len(v.value.sharding.device_set) != 8
+                                     or any(a is not None for a in spec(v))]
+existing, state, loss, weights = train_across(lambda model: kerasllm.distribution.model_parallel(model, model_dim=4))
+out["mp_existing_loss"] = loss
+out["mp_existing_weight_diff"] = max_diff(weights, ref_weights)
+slots = {v.path: spec(v) for v in existing.optimizer.variables}
+key = [v for v in existing.weights if v.path.endswith("block_0/attention/key/kernel")][0]
+out["mp_existing_key_slots"] = {path: list(s) for path, s in slots.items() if "block_0_attention_key_kernel" in path}
+out["mp_existing_misplaced_slots"] = [
+    path for path, s in slots.items() for w in existing.trainable_variables
+    if path.split("/")[-1].startswith(w.path.replace("/", "_") + "_") and s != spec(w)
+    and tuple(w.shape) == tuple(existing.optimizer.variables[list(slots).index(path)].shape)]
+keras.distribution.set_distribution(None)
 print("RESULT" + json.dumps(out))
 '''
 
@@ -125,6 +155,19 @@ def test_data_parallel_matches_one_device(result):
     assert result["dp_devices"] == 8 and result["dp_replicated"]
     assert max(abs(a - b) for a, b in zip(result["dp_loss"], result["ref_loss"])) < 1e-5
     assert result["dp_weight_diff"] < 1e-5
+
+
+def test_a_model_that_already_exists_is_distributed_in_place(result):
+    # Trained one epoch on one device (optimizer and metrics built), then distributed: without moving
+    # its weights, Keras's next train step fails to compile on mixed devices. The optimizer's slots and
+    # the metrics' state, still on one device, take their layouts from that step's outputs.
+    for mode in ("dp", "mp"):
+        assert max(abs(a - b) for a, b in zip(result[f"{mode}_existing_loss"], result["ref_loss"])) < 1e-5
+        assert result[f"{mode}_existing_weight_diff"] < 1e-5
+    assert result["dp_existing_not_replicated"] == []
+    # The key kernel is split over "model" along its columns: so are its two AdamW slots.
+    assert sorted(result["mp_existing_key_slots"].values()) == [[None, "model"], [None, "model"]]
+    assert result["mp_existing_misplaced_slots"] == []
 
 
 def test_model_parallel_matches_one_device(result):
