@@ -201,6 +201,48 @@ class TorchDataParallel:
         index = (starts[:, None] + np.arange(local)[None, :]).reshape(-1)
         return keras.tree.map_structure(lambda array: np.asarray(array)[index], data)
 
+    def average(self, values):
+        """The mean over the processes of a number, or of every number in a dict.
+
+        Every process must call it, with the same keys. Use it for what `evaluate` returns, which is
+        computed on this process's shard only: `parallel.average(model.evaluate(x, y, return_dict=True))`.
+
+        Args:
+            values: a number, or a dict whose numeric values are averaged (others are kept as they are).
+
+        Returns:
+            A float, or a new dict.
+        """
+        if not isinstance(values, dict):
+            return backend_distribution.torch_mean_over_processes([float(values)])[0]
+        keys = sorted(key for key, value in values.items() if _is_number(value))
+        means = backend_distribution.torch_mean_over_processes([float(values[key]) for key in keys]) if keys else []
+        return {**values, **dict(zip(keys, means))}
+
+    def average_logs(self):
+        """A callback that makes every process log the mean over the processes, not its own shard's value.
+
+        Each process's loss and metrics are computed on its own shard of every global batch, so without
+        it the progress bar shows one process's numbers, `History` differs between processes and, worse,
+        callbacks that decide on logs (`EarlyStopping`, `ReduceLROnPlateau`, `ModelCheckpoint` with
+        `save_best_only`) can decide differently in different processes: one stops while the others
+        wait for it in the next gradient all-reduce. Place it first in `callbacks`: it replaces each
+        number of the logs by its mean (one all-reduce per batch and per epoch) before the callbacks
+        after it, Keras's progress bar and `History` read them. With equally many examples per process
+        (as `shard` gives), the mean of per-process means is the global mean; with masked tokens it is
+        the mean of the processes' per-token means. `evaluate`'s return value is not changed: pass it to
+        `average`.
+
+        Returns:
+            A `keras.callbacks.Callback`.
+
+        Example:
+
+        >>> model.fit(x, y, batch_size=parallel.local_batch_size(32), shuffle=False,
+        ...           callbacks=[parallel.average_logs(), keras.callbacks.EarlyStopping(patience=2)])
+        """
+        return _AverageLogs(self)
+
     def close(self):
         """Removes the gradient-averaging hooks; the model trains on its own process's data again."""
         for handle in self._handles:
@@ -208,6 +250,34 @@ class TorchDataParallel:
         self._handles = []
         if _ACTIVE.get(self.model) is self:
             del _ACTIVE[self.model]
+
+
+def _is_number(value):
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
+class _AverageLogs(keras.callbacks.Callback):
+    """Replaces every number of the logs by its mean over the processes; see `TorchDataParallel.average_logs`."""
+
+    def __init__(self, parallel):
+        super().__init__()
+        self.parallel = parallel
+
+    def _average(self, logs):
+        if logs:
+            logs.update(self.parallel.average(logs))
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._average(logs)
+
+    def on_test_batch_end(self, batch, logs=None):
+        self._average(logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._average(logs)
+
+    def on_test_end(self, logs=None):
+        self._average(logs)
 
 
 class _ShardedDataset(keras.utils.PyDataset):

@@ -94,6 +94,17 @@ def torch_broadcast(variables, source=0):
                 tensor.copy_(wide.to(tensor.dtype))
 
 
+def torch_mean_over_processes(values):
+    """The element-wise mean over all processes of a list of floats (one all-reduce)."""
+    import torch
+    import torch.distributed as dist
+
+    device = "cuda" if dist.get_backend() == "nccl" else "cpu"  # NCCL reduces CUDA tensors only
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(tensor)
+    return (tensor / dist.get_world_size()).tolist()
+
+
 def torch_average_gradients(variables, world_size):
     """Registers hooks that replace each variable's gradient by its mean over all processes.
 

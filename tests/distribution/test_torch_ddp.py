@@ -53,6 +53,25 @@ out["rows"] = len(x)
 history = model.fit(x, y, batch_size=parallel.local_batch_size(8), epochs=1, shuffle=False, verbose=0)
 out["loss"] = history.history["loss"][0]
 np.savez(f"{folder}/weights{rank}.npz", *model.get_weights())
+
+class Record(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.batches, self.epochs = [], []
+    def on_train_batch_end(self, batch, logs=None):
+        self.batches.append(float(logs["loss"]))
+    def on_epoch_end(self, epoch, logs=None):
+        self.epochs.append({key: float(value) for key, value in logs.items()})
+
+before, after = Record(), Record()  # the logs as each process computes them, and as averaged
+history = model.fit(x, y, batch_size=parallel.local_batch_size(8), epochs=1, shuffle=False, verbose=0,
+                    validation_data=(x, y), callbacks=[before, parallel.average_logs(), after])
+out["logs_before"], out["logs_after"] = before.batches, after.batches
+out["epoch_before"], out["epoch_after"] = before.epochs[0], after.epochs[0]
+out["history"] = {key: values[0] for key, values in history.history.items()}
+local = model.evaluate(x, y, batch_size=parallel.local_batch_size(8), verbose=0, return_dict=True)
+out["evaluate_local"], out["evaluate_mean"] = local, parallel.average(local)
+out["rank_mean"] = parallel.average(rank)
 parallel.close()
 torch.distributed.destroy_process_group()
 print("RESULT" + json.dumps(out))
@@ -89,6 +108,21 @@ def test_two_processes_train_like_one_process(tmp_path, run_workers):
     for j, expected in enumerate(reference):
         np.testing.assert_array_equal(weights[0][f"arr_{j}"], weights[1][f"arr_{j}"])
         np.testing.assert_allclose(weights[0][f"arr_{j}"], expected, atol=1e-5)
+
+    # average_logs: every process logs the mean of the processes' values, batch by batch and per epoch
+    # (validation included), and History keeps the means; average() does the same for evaluate's result.
+    before = np.array([o["logs_before"] for o in outputs])
+    assert np.max(np.abs(before[0] - before[1])) > 1e-4
+    for o in outputs:
+        np.testing.assert_allclose(o["logs_after"], before.mean(axis=0), rtol=1e-6)
+        assert set(o["epoch_after"]) == {"loss", "val_loss"}
+        for key in ("loss", "val_loss"):
+            expected = np.mean([p["epoch_before"][key] for p in outputs])
+            np.testing.assert_allclose([o["epoch_after"][key], o["history"][key]], expected, rtol=1e-6)
+        np.testing.assert_allclose(o["evaluate_mean"]["loss"],
+                                   np.mean([p["evaluate_local"]["loss"] for p in outputs]), rtol=1e-6)
+        assert o["rank_mean"] == 0.5
+    assert outputs[0]["epoch_before"]["val_loss"] != outputs[1]["epoch_before"]["val_loss"]
 
     errors = outputs[0]["errors"]
     assert "global batch size 7 is not divisible by the number of processes (2)" in errors["odd_batch"]
