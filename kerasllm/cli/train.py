@@ -36,10 +36,7 @@ def train(args):
     print_versions()
 
     text = load_corpus(args.data)
-    if args.tokenizer == "char":
-        tokenizer = kerasllm.tokenizers.CharacterTokenizer.train(text)
-    else:
-        tokenizer = kerasllm.tokenizers.BytePairTokenizer.train(text, vocabulary_size=args.vocabulary_size)
+    tokenizer = train_tokenizer(text, args)
     train_data, val_data = split_corpus(text, tokenizer, args, f"tokenizer: {args.tokenizer}")
 
     if getattr(args, "data_parallel", False) and getattr(args, "model_parallel", None):
@@ -128,6 +125,15 @@ def load_corpus(data):
     text = kerasllm.data.load_text(data) if data else kerasllm.datasets.shakespeare()
     print(f"corpus: {source}, {len(text):,} characters")
     return text
+
+
+def train_tokenizer(text, args):
+    """The `--tokenizer` (`char` or `bpe` with `--vocabulary-size`), trained on the corpus."""
+    import kerasllm
+
+    if args.tokenizer == "char":
+        return kerasllm.tokenizers.CharacterTokenizer.train(text)
+    return kerasllm.tokenizers.BytePairTokenizer.train(text, vocabulary_size=args.vocabulary_size)
 
 
 def split_corpus(text, tokenizer, args, description):

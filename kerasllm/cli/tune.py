@@ -9,7 +9,8 @@ import keras
 
 def tune(args):
     import kerasllm
-    from kerasllm.cli.train import check_positive, check_preset, load_corpus, print_versions, split_corpus
+    from kerasllm.cli.train import (
+        check_positive, check_preset, load_corpus, print_versions, split_corpus, train_tokenizer)
 
     check_positive(args, ("steps", "max_trials", "seq_len", "vocabulary_size", "hyperband_epochs"))
     check_preset(args)
@@ -28,7 +29,7 @@ def tune(args):
     print_versions()
 
     text = load_corpus(args.data)
-    tokenizer = _train_tokenizer(text, args)
+    tokenizer = train_tokenizer(text, args)
     # The datasets' own batch size only fixes which validation windows form whole batches (each trial
     # re-batches the training windows): the smallest searched size keeps the most of them.
     split_args = argparse.Namespace(**vars(args))
@@ -77,15 +78,6 @@ def print_table(result):
         ppl = "-" if trial["perplexity"] is None else f"{trial['perplexity']:.2f}"
         mark = "*" if trial["trial_id"] == result["best_trial_id"] else " "
         print(f"{trial['trial_id'] + mark:<7}{values}{trial['steps']:>8}{loss:>10}{ppl:>10}")
-
-
-def _train_tokenizer(text, args):
-    """`--tokenizer` trained on the corpus, as `kerasllm train` does."""
-    import kerasllm
-
-    if args.tokenizer == "char":
-        return kerasllm.tokenizers.CharacterTokenizer.train(text)
-    return kerasllm.tokenizers.BytePairTokenizer.train(text, vocabulary_size=args.vocabulary_size)
 
 
 def _learning_rates(values):
