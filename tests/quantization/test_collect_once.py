@@ -86,6 +86,12 @@ def test_quantize_and_lora_merge_run_keras_collections_over_new_objects_only(unf
     assert len(full_collections) >= 12 and all(count > 0 for count in full_collections[:-1])
     assert full_collections[-1] == 0 and gc.get_freeze_count() == 0
     model = tiny()
+    full_collections.clear()
+    model.quantize("int8")  # Keras's own API on a kerasllm model
+    assert len(full_collections) >= 12 and all(count > 0 for count in full_collections[:-1])
+    assert full_collections[-1] == 0 and gc.get_freeze_count() == 0
+    assert "int8" in str(model.backbone.blocks[0].attention.query.kernel.dtype)
+    model = tiny()
     model.enable_lora(rank=2)
     full_collections.clear()
     model.merge_lora()
