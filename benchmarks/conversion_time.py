@@ -36,13 +36,14 @@ def main():
     import keras
 
     import kerasllm
-    from kerasllm.models import lora
+    from kerasllm.models import language_model, lora
     from kerasllm.quantization.quantize import select_layers
 
     if args.path == "keras":
         # The module, not the function `kerasllm.quantization.quantize` that shadows its name.
         quantize_module = sys.modules["kerasllm.quantization.quantize"]
         lora.collect_once = quantize_module.collect_once = contextlib.nullcontext
+        language_model.collect_once = contextlib.nullcontext  # LanguageModel.quantize
 
     def build():
         model = kerasllm.models.CausalLM.from_preset(args.preset, vocabulary_size=args.vocabulary_size)
