@@ -5,6 +5,7 @@ import keras
 from kerasllm.tuning.dependency import import_keras_tuner
 from kerasllm.tuning.search_space import LOG_ENTRIES, SearchSpace
 from kerasllm.tuning.step_batches import StepBatches, token_windows, validation_inputs
+from kerasllm.utils.backend_gradients import forget_custom_gradients
 
 keras_tuner = import_keras_tuner()
 
@@ -177,10 +178,13 @@ class CausalLMHyperModel(keras_tuner.HyperModel):
             # Hyperband continues a trial from the checkpoint of its best epoch so far: continue the
             # schedule where the round ended rather than where that epoch did (or warming up again).
             model.optimizer.iterations.assign(initial_epoch * self.steps_per_epoch)
-        return model.fit(
-            batches, validation_data=validation_inputs(validation_data, self.sequence_length), epochs=epochs,
-            initial_epoch=initial_epoch, callbacks=callbacks, verbose=verbose, **kwargs,
-        )
+        # The trial's model is dropped after this fit: on TensorFlow its traced steps would otherwise
+        # stay in memory for the rest of the search, a whole model each.
+        with forget_custom_gradients():
+            return model.fit(
+                batches, validation_data=validation_inputs(validation_data, self.sequence_length), epochs=epochs,
+                initial_epoch=initial_epoch, callbacks=callbacks, verbose=verbose, **kwargs,
+            )
 
 
 def resolve_model_config(base_config):
