@@ -98,8 +98,8 @@ def forget_custom_gradients():
     step does, through `ReplicaContext.all_reduce`; so does `tf.nn.silu`), it registers the gradient
     under a new name in a global registry that is never emptied. The registered function holds the
     traced graph, and the graph holds the model's variables: on TensorFlow 2.21 every model compiled
-    and trained in a process stays in memory after it is deleted (about 420 MB for a 27M-parameter
-    `CausalLM` with AdamW, `docs/benchmarks.md`). A registration is only read while its function is
+    and trained in a process stays in memory after it is deleted (about 300 MB for a 27M-parameter
+    `CausalLM` with AdamW, measured in `docs/benchmarks.md`). A registration is only read while its function is
     traced, so once `fit` has returned, the model's traced steps no longer need theirs; use this
     around work whose traces are then discarded (a tuning trial). On JAX and torch it does nothing.
     """
