@@ -26,12 +26,13 @@ global clip norm 1) unless a line says otherwise.
 
 (1) Adapting to one genre (`ADAPT_GENRE`): `ADAPT_STEPS` steps on its training plays with
     full fine-tuning, LoRA (`model.enable_lora(LORA_RANK)` on query and value, and on every projection
-    of the blocks: `LORA_TARGETS`) and prompt tuning (`model.enable_prompt_tuning(PROMPT_TOKENS)`), each at its own usual peak learning rate and weight
-    decay (`ADAPT_RECIPES`). Windows are `SEQ_LEN - PROMPT_TOKENS` tokens for all three, so the soft
-    prompt plus the input fits in the `SEQ_LEN` positions the base model was trained on (its position
-    embeddings are learned). Reported: validation perplexity on two splits, the trainable parameters and
-    their share of the base model's parameters, and the median training step time (after
-    `TIMING_WARMUP` steps; a callback waits for each step). Target: LoRA within 5% of full fine-tuning's
+    of the blocks: `LORA_TARGETS`) and prompt tuning (`model.enable_prompt_tuning(PROMPT_TOKENS)`),
+    each at its own usual peak learning rate and weight decay (`ADAPT_RECIPES`). Windows are
+    `SEQ_LEN - PROMPT_TOKENS` tokens for all three, so the soft prompt plus the input fits in the
+    `SEQ_LEN` positions the base model was trained on (its position embeddings are learned).
+    Reported: validation perplexity on two splits, the trainable parameters and their share of the
+    base model's parameters, and the median training step time (after `TIMING_WARMUP` steps; a
+    callback waits for each step). Target: LoRA within 5% of full fine-tuning's
     perplexity with under 2% of the parameters trainable.
 
     The two validation splits. "In-play": the last `IN_PLAY_FRACTION` of the tokens of every training
@@ -507,7 +508,8 @@ def main():
                                                   budget["test_passages"])
     report["settings"] = dict(preset=args.preset, vocabulary=VOCABULARY, seq_len=SEQ_LEN, batch_size=BATCH_SIZE,
                               base_lr=BASE_LR, adapt_genre=ADAPT_GENRE, lora_rank=LORA_RANK,
-                              lora_targets={k: v and list(v) for k, v in LORA_TARGETS.items()}, prompt_tokens=PROMPT_TOKENS,
+                              lora_targets={k: v and list(v) for k, v in LORA_TARGETS.items()},
+                              prompt_tokens=PROMPT_TOKENS,
                               adapt_recipes={k: list(v) for k, v in ADAPT_RECIPES.items()}, task_lr=TASK_LR,
                               replay_fraction=REPLAY_FRACTION, ewc_multipliers=list(EWC_MULTIPLIERS), cls_lr=CLS_LR,
                               layer_decay=LAYER_DECAY, seed=SEED, backend=keras.backend.backend(), quick=args.quick,

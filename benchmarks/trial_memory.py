@@ -63,9 +63,9 @@ def main():
     validation = kerasllm.data.LanguageModelingDataset(ids[16_000:16_512], 32, 4, shuffle=False,
                                                        vocabulary_size=CONFIG["vocabulary_size"])
     start = time.time()
-    kerasllm.tuning.search(train, validation, kerasllm.tuning.SearchSpace(learning_rate=(1e-4, 1e-2), warmup_steps=None, batch_size=None),
-                           base_config=CONFIG, max_trials=args.trials, steps=2, callbacks=[Reading()],
-                           jit_compile=False if args.no_jit else "auto")
+    space = kerasllm.tuning.SearchSpace(learning_rate=(1e-4, 1e-2), warmup_steps=None, batch_size=None)
+    kerasllm.tuning.search(train, validation, space, base_config=CONFIG, max_trials=args.trials, steps=2,
+                           callbacks=[Reading()], jit_compile=False if args.no_jit else "auto")
     gc.collect()
     readings.append(resident_mb())
     growth = np.diff(readings[1:])  # from the start of trial 2 on: caches that fill once are behind us

@@ -129,13 +129,13 @@ out["dp_existing_not_replicated"] = [v.path for v in state if len(v.value.shardi
 existing, state, loss, weights = train_across(lambda model: kerasllm.distribution.model_parallel(model, model_dim=4))
 out["mp_existing_loss"] = loss
 out["mp_existing_weight_diff"] = max_diff(weights, ref_weights)
-slots = {v.path: spec(v) for v in existing.optimizer.variables}
-key = [v for v in existing.weights if v.path.endswith("block_0/attention/key/kernel")][0]
-out["mp_existing_key_slots"] = {path: list(s) for path, s in slots.items() if "block_0_attention_key_kernel" in path}
+slots = existing.optimizer.variables
+out["mp_existing_key_slots"] = {v.path: list(spec(v)) for v in slots if "block_0_attention_key_kernel" in v.path}
+# Keras names a slot `<weight path with "/" as "_">_<slot name>`; each must be laid out as its weight.
 out["mp_existing_misplaced_slots"] = [
-    path for path, s in slots.items() for w in existing.trainable_variables
-    if path.split("/")[-1].startswith(w.path.replace("/", "_") + "_") and s != spec(w)
-    and tuple(w.shape) == tuple(existing.optimizer.variables[list(slots).index(path)].shape)]
+    v.path for v in slots for w in existing.trainable_variables
+    if v.path.split("/")[-1].startswith(w.path.replace("/", "_") + "_") and tuple(v.shape) == tuple(w.shape)
+    and spec(v) != spec(w)]
 keras.distribution.set_distribution(None)
 print("RESULT" + json.dumps(out))
 '''
