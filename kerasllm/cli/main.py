@@ -204,6 +204,10 @@ def build_parser():
     tune.add_argument("--verbose", action="store_true", help="Print KerasTuner's and fit's progress.")
     tune.add_argument("--run-eagerly", action="store_true",
                       help="Train trials without compiling a step (faster for trials of a few steps).")
+    tune.add_argument("--no-jit-compile", action="store_true",
+                      help="Compile the trials' steps without XLA (model.compile(jit_compile=False)). On "
+                           "TensorFlow, XLA's compilation cache keeps ~117 MB per trial of a 27M-parameter "
+                           "model; use this for long searches there.")
     return parser
 
 

@@ -51,7 +51,7 @@ def tune(args):
             train_data, val_data, space, base_config=base_config, algorithm=args.algorithm,
             max_trials=args.max_trials, steps=args.steps, directory=os.path.join(run_dir, "trials"),
             seed=args.seed, hyperband_epochs=args.hyperband_epochs, run_eagerly=args.run_eagerly,
-            verbose=int(args.verbose),
+            jit_compile=False if args.no_jit_compile else "auto", verbose=int(args.verbose),
         )
     except ValueError as error:
         raise SystemExit(f"kerasllm: {error}") from error

@@ -74,3 +74,21 @@ def test_bad_arguments_give_clear_errors(corpus, tmp_path):
     assert bad([*out, "--algorithm", "grid"]) == "2"  # argparse: an invalid choice
     assert "too few for one batch" in bad([*out, "--seq-len", "200", "--batch-sizes", "8", "16"])
     assert not (tmp_path / "tune" / "results.json").exists()
+
+
+@pytest.mark.parametrize("flag, expected", [((), "auto"), (("--no-jit-compile",), False)])
+def test_no_jit_compile_reaches_the_search(corpus, tmp_path, monkeypatch, flag, expected):
+    import kerasllm
+
+    seen = {}
+
+    def search(*args, **kwargs):
+        seen.update(kwargs)
+        raise ValueError("stopped after the arguments were read")
+
+    monkeypatch.setattr(kerasllm.tuning, "search", search)
+    argv = ["tune", "--data", str(corpus), "--output", str(tmp_path), "--tokenizer", "char", "--seq-len", "16",
+            "--batch-sizes", "2", "4", *flag]
+    with pytest.raises(SystemExit, match="stopped after the arguments were read"):
+        main(argv)
+    assert seen["jit_compile"] == expected
