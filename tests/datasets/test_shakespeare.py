@@ -17,6 +17,9 @@ def test_38_plays_sorted_and_complete():
     assert plays[0].title == "A Midsummer Night's Dream"  # comedies first, then by file name
     assert "Romeo and Juliet" in [play.title for play in plays]
     assert len({play.title for play in plays}) == 38
+    # measure-for-measure.md starts at `## ACT I`: its title comes from the file name, not that heading.
+    assert "Measure for Measure" in [play.title for play in plays]
+    assert not [play.title for play in plays if play.title.startswith(("ACT", "SCENE"))]
 
 
 def test_genre_filter():
@@ -64,3 +67,10 @@ def test_markdown_conversion_on_a_snippet():
     title, text = shakespeare_module._markdown_to_text(markdown)
     assert title == "A Play"
     assert text == "A Play\n\nACT I\n\nEnter ROMEO\n\nROMEO:\nBut soft,\nwhat light?\n\n[Aside]"
+
+
+def test_a_play_without_a_title_heading_is_named_from_its_file():
+    title, text = shakespeare_module._markdown_to_text("## ACT I\n\n### SCENE I. Vienna.\n")
+    assert title is None and text == "ACT I\n\nSCENE I. Vienna."
+    assert shakespeare_module._title_from_file_name("measure-for-measure.md") == "Measure for Measure"
+    assert shakespeare_module._title_from_file_name("the-merchant-of-venice.md") == "The Merchant of Venice"
