@@ -158,9 +158,10 @@ def _markdown_to_text(markdown):
         if speaker:
             line = speaker.group(1).strip() + ":"
         elif line.startswith("#"):
+            heading = _HEADING.sub("", line)
             if title is None and line.startswith("# "):  # a level-1 heading; `## ACT I` is not a title
-                title = _HEADING.sub("", line)
-            line = _HEADING.sub("", line)
+                title = heading
+            line = heading
         line = _ESCAPE.sub(r"\1", line).replace("_", "").replace("*", "").rstrip()
         lines.append(line)
     text = re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip("\n")
