@@ -120,6 +120,10 @@ class LanguageModel(keras.Model):
         self.rope_max_wavelength = rope_max_wavelength
         self.remat = remat
         self.build((None, None))
+        # A saved GPTQ model is rebuilt with GPTQ layers: let them save all their variables again.
+        from kerasllm.quantization.calibrated_saving import keep_zero_points
+
+        keep_zero_points(self)
         # A saved factorized model (`kerasllm.quantization.factorize`) is rebuilt with its factors.
         if low_rank:
             from kerasllm.quantization.factorize import apply_low_rank
@@ -330,7 +334,12 @@ class LanguageModel(keras.Model):
         GPTQ calibration from text, and a model that is never left half-converted.
         """
         with collect_once():
-            return super().quantize(mode, config=config, filters=filters, **kwargs)
+            result = super().quantize(mode, config=config, filters=filters, **kwargs)
+        # Keras 3.15 saves GPTQ / AWQ layers without the zero points its loader expects.
+        from kerasllm.quantization.calibrated_saving import keep_zero_points
+
+        keep_zero_points(self)
+        return result
 
     def merge_lora(self):
         """Folds the LoRA adapters into the kernels, removes them and unfreezes the model."""

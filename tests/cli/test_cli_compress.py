@@ -61,6 +61,17 @@ def test_quantize_qat_int8_writes_a_real_int8_model_and_reports_sizes(run_dir, c
         main(["quantize", "--model", str(run_dir), "--mode", "int8", "--method", "gptq"])
 
 
+def test_quantize_gptq_writes_a_model_that_reloads(run_dir, capsys):
+    args = ["--mode", "int4", "--method", "gptq", "--group-size", "8", "--calibration-samples", "4"]
+    assert main(["quantize", "--model", str(run_dir), *args]) == 0
+    path = run_dir / "model-int4-gptq.keras"
+    assert f"saved: {path}" in capsys.readouterr().out
+    quantized = keras.saving.load_model(path)
+    layers = kerasllm.quantization.pruning.prunable_layers(quantized)
+    assert len(layers) == 6 and {layer.quantization_mode for layer in layers} == {"gptq"}
+    assert quantized.generate(np.array([1, 2, 3]), max_new_tokens=2, greedy=True).shape == (5,)
+
+
 def test_factorize_fine_tunes_a_smaller_model_that_reloads(run_dir, capsys):
     assert main(["factorize", "--model", str(run_dir), "--rank", "2", "--steps", "2"]) == 0
     output = capsys.readouterr().out

@@ -153,3 +153,25 @@ def test_gptq_quantizes_blocks_and_generates():
     assert len(model.generate(x[0, :4], max_new_tokens=3, greedy=True)) == 7
     with pytest.raises(ValueError, match="needs `calibration_data`"):
         kerasllm.quantization.quantize(tiny(), "gptq")
+
+
+def test_gptq_model_saves_reloads_in_fresh_process_and_saves_again(tmp_path, reload_in_fresh_process):
+    # Keras 3.15 alone saves a GPTQ Dense without its zero points, and then refuses to load the file.
+    model = tiny(num_layers=2)
+    x = tokens(8)
+    kerasllm.quantization.quantize(model, "gptq", calibration_data=list(x), group_size=8, num_samples=4,
+                                   sequence_length=T)
+    expected = logits(model, x)
+    path = str(tmp_path / "gptq.keras")
+    model.save(path)
+    (reloaded, mode), = reload_in_fresh_process({"gptq": path}, x).values()
+    assert mode == "gptq"
+    np.testing.assert_array_equal(reloaded, expected)
+    # The reloaded model saves again (its layers were rebuilt from the config, not quantized here).
+    again = keras.saving.load_model(path)
+    query = again.backbone.blocks[1].attention.query
+    assert query.quantization_mode == "gptq" and dtype_name(query.kernel_zero) == "uint8"
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(query.kernel_zero),
+                                  keras.ops.convert_to_numpy(model.backbone.blocks[1].attention.query.kernel_zero))
+    again.save(tmp_path / "again.keras")
+    np.testing.assert_array_equal(logits(keras.saving.load_model(tmp_path / "again.keras"), x), expected)
