@@ -9,7 +9,9 @@ the first layer changes: on a `ValueError` the model is untouched.
 import keras
 import numpy as np
 
+from kerasllm.quantization import calibrated_saving
 from kerasllm.quantization import dense_transforms
+from kerasllm.quantization import gptq as gptq_lib
 from kerasllm.quantization.fake_quant import check_group_size
 from kerasllm.utils.collection import collect_once
 
@@ -35,8 +37,9 @@ def quantize(
 
     `"int8"` quantizes the kernels of the attention and feed-forward `Dense` layers per output
     channel and their inputs per token at run time; `"int4"` quantizes those kernels to 4 bits in
-    groups of `group_size` input rows (weights only, inputs stay float); `"gptq"` runs Keras's GPTQ
-    (4-bit weights, error-corrected block by block with Hessians of `calibration_data`). Embeddings,
+    groups of `group_size` input rows (weights only, inputs stay float); `"gptq"` runs GPTQ
+    (4-bit weights, error-corrected block by block with Hessians of `calibration_data`; see
+    `kerasllm.quantization.gptq` for why it does not call Keras 3.15's own) into Keras's `gptq` layers. Embeddings,
     norms and (unless `quantize_head`) the output head stay float.
 
     Args:
@@ -295,23 +298,13 @@ def _dense_layers(model):
     return [layer for layer in model._flatten_layers(include_self=False) if isinstance(layer, keras.layers.Dense)]
 
 
-class _TokenizerAdapter:
-    """Gives a kerasllm tokenizer the `tokenize(text)` method Keras's GPTQ calibration calls."""
-
-    def __init__(self, tokenizer):
-        self.tokenizer = tokenizer
-
-    def tokenize(self, text):
-        return np.asarray(self.tokenizer.encode(text), dtype=np.int32)
-
-
 def _gptq(model, calibration_data, tokenizer, group_size, layers, quantize_head, num_samples, sequence_length):
     backbone = getattr(model, "backbone", None)
     if backbone is None or not hasattr(backbone, "blocks"):
         raise ValueError(
-            "mode='gptq' needs a kerasllm model (a `backbone` with `blocks`) so Keras's GPTQ can run it "
-            "block by block; quantize other models with model.quantize('gptq', config=GPTQConfig(...)) "
-            "and a `quantization_layer_structure`."
+            "mode='gptq' needs a kerasllm model (a `backbone` with `blocks`) so GPTQ can run it "
+            "block by block; for other models use mode='int4' (Keras 3.15.1's own "
+            "model.quantize('gptq') does not calibrate: see kerasllm.quantization.gptq)."
         )
     if quantize_head:
         raise ValueError(
@@ -339,22 +332,37 @@ def _gptq(model, calibration_data, tokenizer, group_size, layers, quantize_head,
             )
     check_convertible(selected, "int4", group_size)
 
-    def embed(token_ids):
-        hidden = backbone.token_embedding(token_ids)  # (B, T, C)
-        if backbone.position_embedding is not None:
-            hidden = hidden + backbone.position_embedding(hidden, start_index=0)
-        return hidden
-
-    config = keras.quantizers.GPTQConfig(
-        dataset=calibration_data,
-        tokenizer=_TokenizerAdapter(tokenizer) if tokenizer is not None else None,
-        weight_bits=4,
-        num_samples=num_samples,
-        sequence_length=sequence_length or min(int(model.max_sequence_length), 512),
-        group_size=-1 if group_size in (None, -1) else group_size,
-        quantization_layer_structure={"pre_block_layers": [embed], "sequential_blocks": list(backbone.blocks)},
+    windows = _calibration_windows(
+        calibration_data, tokenizer, num_samples, sequence_length or min(int(model.max_sequence_length), 512)
     )
-    if config.tokenizer is None:
-        config.tokenizer = _TokenizerAdapter(None)  # token ids: Keras checks it is set, never calls it.
-    _keras_quantize(model, selected, "gptq", config)
+    hidden = backbone.token_embedding(windows)  # (N, T, C)
+    if backbone.position_embedding is not None:
+        hidden = hidden + backbone.position_embedding(hidden, start_index=0)
+    with collect_once():  # Keras collects garbage once per deleted float kernel otherwise
+        gptq_lib.quantize_blocks(backbone.blocks, selected, keras.ops.convert_to_numpy(hidden),
+                                 group_size=_norm(group_size))
+    # What Model.quantize does after changing layers: new step functions, torch's variables retracked.
+    model.train_function = model.test_function = model.predict_function = None
+    model._post_quantize("gptq")
+    _record_policies(model)
+    _reset_optimizer(model)
+    calibrated_saving.keep_zero_points(model)
     return selected
+
+
+def _calibration_windows(calibration_data, tokenizer, num_samples, sequence_length):
+    """`num_samples` windows of `sequence_length` tokens, evenly spread over the concatenated data."""
+    if isinstance(calibration_data[0], str):
+        pieces = [np.asarray(tokenizer.encode(text), dtype=np.int32).reshape(-1) for text in calibration_data]
+    else:
+        pieces = [np.asarray(keras.ops.convert_to_numpy(ids), dtype=np.int32).reshape(-1) for ids in calibration_data]
+    tokens = np.concatenate(pieces)
+    if len(tokens) < sequence_length:
+        raise ValueError(
+            f"GPTQ calibration_data has {len(tokens)} tokens, fewer than one window of sequence_length="
+            f"{sequence_length}; pass more text or a smaller sequence_length."
+        )
+    if num_samples <= 0:
+        raise ValueError(f"num_samples must be a positive integer, got {num_samples}.")
+    starts = np.linspace(0, len(tokens) - sequence_length, num_samples).round().astype(np.int64)
+    return np.stack([tokens[start:start + sequence_length] for start in starts])

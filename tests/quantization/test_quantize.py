@@ -155,6 +155,32 @@ def test_gptq_quantizes_blocks_and_generates():
         kerasllm.quantization.quantize(tiny(), "gptq")
 
 
+def test_gptq_calibrates_and_beats_round_to_nearest_on_the_calibration_inputs():
+    # Keras 3.15 alone never feeds GPTQ the calibration activations (zero Hessians): its GPTQ then
+    # equals round-to-nearest int4. Compare one layer's output error on its own calibration inputs.
+    float_model = tiny(hidden_dim=32, intermediate_dim=64, num_layers=1)
+    calibration = tokens(16, seed=1)
+    query = float_model.backbone.blocks[0].attention.query
+    captured = []
+    dense_transforms.add_transform(query, "capture", input_fn=lambda x: captured.append(x) or x)
+    float_model(calibration)
+    dense_transforms.remove_transform(query, "capture")
+    inputs = ops.convert_to_numpy(captured[0]).reshape(-1, 32)
+
+    def output_error(mode, **kwargs):
+        model = tiny(hidden_dim=32, intermediate_dim=64, num_layers=1)
+        model.set_weights(float_model.get_weights())
+        kerasllm.quantization.quantize(model, mode, group_size=8, **kwargs)
+        layer = model.backbone.blocks[0].attention.query
+        assert layer.quantization_mode == mode
+        error = ops.convert_to_numpy(layer(inputs)) - ops.convert_to_numpy(query(inputs))
+        return float(np.mean(error**2))
+
+    rtn = output_error("int4")
+    gptq = output_error("gptq", calibration_data=list(calibration), num_samples=16, sequence_length=T)
+    assert gptq < 0.8 * rtn, (gptq, rtn)
+
+
 def test_gptq_model_saves_reloads_in_fresh_process_and_saves_again(tmp_path, reload_in_fresh_process):
     # Keras 3.15 alone saves a GPTQ Dense without its zero points, and then refuses to load the file.
     model = tiny(num_layers=2)
