@@ -332,14 +332,21 @@ class LanguageModel(keras.Model):
         Keras runs a full `gc.collect()` for every variable a layer deletes; see
         `kerasllm.utils.collection.collect_once`. `kerasllm.quantization.quantize` adds argument checks,
         GPTQ calibration from text, and a model that is never left half-converted.
-        """
-        with collect_once():
-            result = super().quantize(mode, config=config, filters=filters, **kwargs)
-        # Keras 3.15 saves GPTQ / AWQ layers without the zero points its loader expects.
-        from kerasllm.quantization.calibrated_saving import keep_zero_points
 
-        keep_zero_points(self)
-        return result
+        `"gptq"` and `"awq"` are refused: Keras 3.15's calibration for them never sees the
+        activations (keras-team/keras#23512), so they return round-to-nearest weights under another
+        name. `kerasllm.quantization.quantize(model, "gptq", ...)` computes GPTQ itself.
+        """
+        requested = mode if mode is not None else getattr(config, "mode", None)
+        if requested in ("gptq", "awq"):
+            raise ValueError(
+                f"Keras {keras.__version__}'s model.quantize({requested!r}) does not calibrate: its hooks "
+                "never see the calibration activations (keras-team/keras#23512), so the weights come out "
+                "round-to-nearest. Use kerasllm.quantization.quantize(model, 'gptq', calibration_data=..., "
+                "tokenizer=...), which computes GPTQ into Keras's gptq layers, or mode='int4'."
+            )
+        with collect_once():
+            return super().quantize(mode, config=config, filters=filters, **kwargs)
 
     def merge_lora(self):
         """Folds the LoRA adapters into the kernels, removes them and unfreezes the model."""

@@ -9,9 +9,9 @@ variables, but received 0 variables during loading").
 `keep_zero_points(model)` gives each GPTQ / AWQ layer of `model` a `save_own_variables` (on the
 instance only, as `dense_transforms` replaces `call`) that writes every variable of the mode's
 `variable_serialization_spec`, in that order, with the same skips as Keras's loader: exactly what
-`load_own_variables` reads. Nothing else about the layer changes, and a file saved this way loads in
-a plain Keras process. kerasllm models call it after `quantize` and after being rebuilt from a saved
-config, so a reloaded GPTQ model saves again.
+`load_own_variables` reads. Nothing else about the layer changes, and a file saved this way loads with
+Keras's own loader. `kerasllm.quantization.quantize` calls it after GPTQ, and kerasllm models
+after being rebuilt from a saved config, so a reloaded GPTQ model saves again.
 """
 
 import types

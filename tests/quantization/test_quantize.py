@@ -181,6 +181,18 @@ def test_gptq_calibrates_and_beats_round_to_nearest_on_the_calibration_inputs():
     assert gptq < 0.8 * rtn, (gptq, rtn)
 
 
+def test_model_quantize_refuses_keras_gptq_and_awq_that_do_not_calibrate():
+    model = tiny()
+    gptq_config = keras.quantizers.GPTQConfig(dataset=None, tokenizer=None)
+    awq_config = keras.quantizers.AWQConfig(dataset=None, tokenizer=None)
+    for mode, config in (("gptq", gptq_config), (None, gptq_config), ("awq", awq_config)):
+        with pytest.raises(ValueError, match="does not calibrate.*kerasllm.quantization.quantize"):
+            model.quantize(mode, config=config)
+    assert all(layer.quantization_mode is None for layer in select_layers(model))
+    model.quantize("int8")  # other modes still go to Keras
+    assert {layer.quantization_mode for layer in select_layers(model)} == {"int8"}
+
+
 def test_gptq_model_saves_reloads_in_fresh_process_and_saves_again(tmp_path, reload_in_fresh_process):
     # Keras 3.15 alone saves a GPTQ Dense without its zero points, and then refuses to load the file.
     model = tiny(num_layers=2)
