@@ -14,6 +14,7 @@ from kerasllm.quantization import dense_transforms
 from kerasllm.quantization import gptq as gptq_lib
 from kerasllm.quantization.fake_quant import check_group_size
 from kerasllm.utils.collection import collect_once
+from kerasllm.utils.validation import validate_token_ids
 
 MODES = ("int8", "int4")
 PTQ_MODES = ("int8", "int4", "gptq")
@@ -37,10 +38,10 @@ def quantize(
 
     `"int8"` quantizes the kernels of the attention and feed-forward `Dense` layers per output
     channel and their inputs per token at run time; `"int4"` quantizes those kernels to 4 bits in
-    groups of `group_size` input rows (weights only, inputs stay float); `"gptq"` runs GPTQ
-    (4-bit weights, error-corrected block by block with Hessians of `calibration_data`; see
-    `kerasllm.quantization.gptq` for why it does not call Keras 3.15's own) into Keras's `gptq` layers. Embeddings,
-    norms and (unless `quantize_head`) the output head stay float.
+    groups of `group_size` input rows (weights only, inputs stay float); `"gptq"` runs GPTQ into
+    Keras's `gptq` layers (4-bit weights, error-corrected block by block with Hessians of
+    `calibration_data`; `kerasllm.quantization.gptq` says why it does not call Keras 3.15's own).
+    Embeddings, norms and (unless `quantize_head`) the output head stay float.
 
     Args:
         model: a built kerasllm model (e.g. `kerasllm.models.CausalLM`) or any built Keras model
@@ -335,6 +336,8 @@ def _gptq(model, calibration_data, tokenizer, group_size, layers, quantize_head,
     windows = _calibration_windows(
         calibration_data, tokenizer, num_samples, sequence_length or min(int(model.max_sequence_length), 512)
     )
+    validate_token_ids(windows, vocabulary_size=model.vocabulary_size, max_length=int(model.max_sequence_length),
+                       name="GPTQ calibration_data")
     hidden = backbone.token_embedding(windows)  # (N, T, C)
     if backbone.position_embedding is not None:
         hidden = hidden + backbone.position_embedding(hidden, start_index=0)

@@ -103,5 +103,8 @@ def test_calibration_windows_and_bad_input():
     with pytest.raises(ValueError, match="fewer than one window of sequence_length=16"):
         kerasllm.quantization.quantize(model, "gptq", calibration_data=[np.arange(5)], group_size=8,
                                        sequence_length=16)
-    # The refused call changed nothing.
+    with pytest.raises(ValueError, match="GPTQ calibration_data"):
+        kerasllm.quantization.quantize(model, "gptq", calibration_data=[np.arange(60, 80)], group_size=8,
+                                       sequence_length=16)
+    # The refused calls changed nothing.
     assert model.backbone.blocks[0].attention.query.quantization_mode is None
