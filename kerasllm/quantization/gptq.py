@@ -79,15 +79,26 @@ def solve(kernel, hessian, group_size=128, damping=0.01):
         raise ValueError("GPTQ: the calibration Hessian is not positive definite even with damping.")
     quantized = np.zeros((outputs, inputs))
     scales, zeros = [], []
-    for column in range(inputs):
-        if column % group == 0:
-            scale, zero = group_parameters(weights[:, column:column + group])
-            scales.append(scale)
-            zeros.append(zero)
-        codes = _quantize_column(weights[:, column], scale, zero)
-        quantized[:, column] = codes
-        error = (weights[:, column] - (codes - zero) * scale) / inverse[column, column]
-        weights[:, column + 1:] -= np.outer(error, inverse[column, column + 1:])
+    # Columns go in blocks: updates inside a block column by column, to later blocks as one product
+    # (GPTQ's "lazy batch" updates; the same result). A group never starts inside a block unless
+    # it also ends there, so its parameters always see every update made before it.
+    width = group * max(1, 128 // group) if group < 128 else (128 if group % 128 == 0 else group)
+    for start in range(0, inputs, width):
+        end = min(start + width, inputs)
+        block = weights[:, start:end].copy()
+        errors = np.zeros_like(block)
+        for offset in range(end - start):
+            column = start + offset
+            if column % group == 0:
+                source = weights[:, column:column + group] if offset == 0 else block[:, offset:offset + group]
+                scale, zero = group_parameters(source)
+                scales.append(scale)
+                zeros.append(zero)
+            codes = _quantize_column(block[:, offset], scale, zero)
+            quantized[:, column] = codes
+            errors[:, offset] = (block[:, offset] - (codes - zero) * scale) / inverse[column, column]
+            block[:, offset + 1:] -= np.outer(errors[:, offset], inverse[column, column + 1:end])
+        weights[:, end:] -= errors @ inverse[start:end, end:]
     return (quantized.astype(np.uint8), np.stack(scales, axis=1).astype(np.float32),
             np.stack(zeros, axis=1).astype(np.uint8))
 

@@ -57,11 +57,12 @@ def test_identity_hessian_gives_round_to_nearest():
     assert scale.shape == zero.shape == (24, 4)
 
 
-@pytest.mark.parametrize("group_size", [8, None])
-def test_solve_matches_explicit_obs_steps_and_beats_round_to_nearest(group_size):
-    kernel, x, hessian = problem()
+@pytest.mark.parametrize("inputs, group_size", [(32, 8), (32, None), (320, 16), (512, 256), (320, None)])
+def test_solve_matches_explicit_obs_steps_and_beats_round_to_nearest(inputs, group_size):
+    # 320 and 512 inputs span several of the solver's 128-column blocks.
+    kernel, x, hessian = problem(inputs=inputs, rows=4 * inputs)
     codes, scale, zero = gptq.solve(kernel, hessian, group_size=group_size)
-    expected = reference_obs(kernel, hessian, group_size or 32)
+    expected = reference_obs(kernel, hessian, group_size or inputs)
     # Same algorithm, two float64 factorizations: a code may differ only on an exact rounding tie.
     assert np.mean(codes == expected) > 0.995
     rtn = gptq.dequantize(*gptq.round_to_nearest(kernel, group_size), group_size=group_size)
