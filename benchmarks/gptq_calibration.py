@@ -59,7 +59,8 @@ def keras_gptq(model, windows, hooks_running):
         sequence_length=LENGTH, group_size=GROUP_SIZE,
         quantization_layer_structure={"pre_block_layers": [embed], "sequential_blocks": list(backbone.blocks)})
     chosen = {id(layer) for layer in layers}
-    model.quantize("gptq", config=config, filters=lambda layer: id(layer) in chosen)
+    # keras.Model's own method: a kerasllm model's `quantize` refuses Keras's GPTQ for this very reason.
+    keras.Model.quantize(model, "gptq", config=config, filters=lambda layer: id(layer) in chosen)
     for layer in layers:
         layer.__dict__.pop("quantized_call", None)
 
