@@ -79,18 +79,35 @@ def load_run(args, default_name):
 
 
 def fine_tune(model, train, steps, learning_rate, callbacks=()):
-    """`fit` for `steps` optimizer steps (warmup and cosine decay over them); returns the steps run."""
+    """`fit` for exactly `steps` optimizer steps (warmup and cosine decay over them); returns them.
+
+    More steps than `train` has batches run as whole passes, the last one cut short where the steps
+    end. (Until 2026-11-24 the last pass ran to its end, so 600 steps over 398 batches ran 796.)
+    """
+    import keras
+
     import kerasllm
 
+    class StopAfter(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.done = 0
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.done += 1
+            if self.done >= steps:
+                self.model.stop_training = True
+
     steps_per_epoch = min(steps, len(train))
-    epochs = math.ceil(steps / steps_per_epoch)
     model.compile(
-        optimizer=kerasllm.optimizers.create_optimizer(learning_rate, total_steps=steps_per_epoch * epochs),
+        optimizer=kerasllm.optimizers.create_optimizer(learning_rate, total_steps=steps),
         loss=kerasllm.losses.CausalLMLoss(),
         metrics=[kerasllm.metrics.Perplexity()],
     )
-    model.fit(train, epochs=epochs, steps_per_epoch=steps_per_epoch, callbacks=list(callbacks), verbose=2)
-    return steps_per_epoch * epochs
+    stop = StopAfter()
+    model.fit(train, epochs=math.ceil(steps / steps_per_epoch), steps_per_epoch=steps_per_epoch,
+              callbacks=[*callbacks, stop], verbose=2)
+    return stop.done
 
 
 def evaluate(model, validation):

@@ -89,3 +89,16 @@ def test_factorize_fine_tunes_a_smaller_model_that_reloads(run_dir, capsys):
 
     with pytest.raises(SystemExit, match="rank=17 is larger than"):
         main(["factorize", "--model", str(run_dir), "--rank", "17"])
+
+
+@pytest.mark.parametrize("steps, expected", [(7, 7), (60, 60), (61, 61)])
+def test_fine_tune_runs_the_steps_asked_not_whole_epochs(run_dir, steps, expected):
+    from kerasllm.cli.quantize import fine_tune
+
+    train = kerasllm.data.language_modeling_splits(
+        (run_dir.parent / "corpus.txt").read_text(), kerasllm.tokenizers.load(str(run_dir / "tokenizer")),
+        sequence_length=16, batch_size=4)[0]
+    assert len(train) == 30  # 60 and 61 steps need more than one pass (whole passes ran 60 and 90)
+    model = keras.saving.load_model(run_dir / "model.keras")
+    assert fine_tune(model, train, steps, 1e-3) == expected
+    assert int(model.optimizer.iterations) == expected
