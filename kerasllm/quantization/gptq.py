@@ -42,6 +42,11 @@ def group_parameters(weights):
     return scale, zero
 
 
+def _group_width(inputs, group_size):
+    """Input rows per group: `group_size`, or all of them for `None` / `-1`."""
+    return inputs if group_size in (None, -1) else int(group_size)
+
+
 def _quantize_column(column, scale, zero):
     return np.clip(np.round(column / scale) + zero, 0, _MAX_Q)
 
@@ -62,7 +67,7 @@ def solve(kernel, hessian, group_size=128, damping=0.01):
     weights = np.array(kernel, dtype=np.float64).T  # (out, in): columns are input rows
     hessian = np.array(hessian, dtype=np.float64)
     outputs, inputs = weights.shape
-    group = inputs if group_size in (None, -1) else int(group_size)
+    group = _group_width(inputs, group_size)
     dead = np.diag(hessian) == 0  # inputs that were always 0: their weights do not matter
     hessian[dead, dead] = 1.0
     weights[:, dead] = 0.0
@@ -111,9 +116,7 @@ def round_to_nearest(kernel, group_size=128):
 
 def dequantize(quantized, scale, zero, group_size=128):
     """The float `(in, out)` kernel of `solve`'s output."""
-    inputs = quantized.shape[1]
-    group = inputs if group_size in (None, -1) else int(group_size)
-    groups = np.arange(inputs) // group
+    groups = np.arange(quantized.shape[1]) // _group_width(quantized.shape[1], group_size)
     return ((quantized.astype(np.float64) - zero[:, groups]) * scale[:, groups]).T
 
 
@@ -128,8 +131,7 @@ def _write_into_layer(layer, quantized, scale, zero, group_size):
     layer.kernel_scale.assign(scale)
     layer.kernel_zero.assign(zero)
     inputs = quantized.shape[1]
-    group = inputs if group_size in (None, -1) else int(group_size)
-    layer.g_idx.assign((np.arange(inputs) // group).astype(np.float32))
+    layer.g_idx.assign((np.arange(inputs) // _group_width(inputs, group_size)).astype(np.float32))
     del layer._kernel  # as Keras's own GPTQ does: the float kernel is gone
     layer.is_gptq_calibrated = True
 
