@@ -17,7 +17,6 @@ after being rebuilt from a saved config, so a reloaded GPTQ model saves again.
 import types
 
 _MODES = ("gptq", "awq")
-_ATTRIBUTE = "_kerasllm_keeps_zero_points"
 
 
 def _save_own_variables(layer, store):
@@ -36,20 +35,10 @@ def _save_own_variables(layer, store):
 
 
 def keep_zero_points(model):
-    """Makes every GPTQ / AWQ layer of `model` save the variables its loader expects. Idempotent.
-
-    Returns:
-        The list of layers it acted on (already patched ones included).
-    """
-    layers = []
+    """Makes every GPTQ / AWQ layer of `model` save the variables its loader expects. Idempotent."""
     for layer in model._flatten_layers(include_self=True):
-        if getattr(layer, "quantization_mode", None) not in _MODES:
+        if getattr(layer, "quantization_mode", None) not in _MODES or "save_own_variables" in layer.__dict__:
             continue
-        if "kernel_zero" not in layer.variable_serialization_spec.get(layer.quantization_mode, ()):
-            continue
-        if not layer.__dict__.get(_ATTRIBUTE):
-            # Layer.__setattr__ would track these as state: bypass it, they are not weights.
+        if "kernel_zero" in layer.variable_serialization_spec.get(layer.quantization_mode, ()):
+            # Layer.__setattr__ would track the method as state: bypass it, it is not a weight.
             object.__setattr__(layer, "save_own_variables", types.MethodType(_save_own_variables, layer))
-            object.__setattr__(layer, _ATTRIBUTE, True)
-        layers.append(layer)
-    return layers
