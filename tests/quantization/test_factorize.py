@@ -112,6 +112,48 @@ def test_factorized_model_fine_tunes_saves_as_keras_and_reloads_in_a_fresh_proce
     np.testing.assert_array_equal(np.load(tmp_path / "logits.npy"), expected)
 
 
+def _int8_dense_reference(x, kernel, bias):
+    """Keras's int8 Dense in numpy: abs-max int8 kernel per output channel, input per token, rescaled."""
+    kernel_scale = 127.0 / np.maximum(np.abs(kernel).max(axis=0), 1e-7)
+    input_scale = 127.0 / np.maximum(np.abs(x).max(axis=-1, keepdims=True), 1e-7)
+    kernel_q = np.clip(np.round(kernel * kernel_scale), -127, 127)
+    x_q = np.clip(np.round(x * input_scale), -127, 127)
+    out = (x_q @ kernel_q) / (input_scale * kernel_scale)
+    return out if bias is None else out + bias
+
+
+def test_factorized_model_quantizes_to_int8_factors_and_reloads_in_a_fresh_process(
+    model, tmp_path, run_in_fresh_process
+):
+    small, _ = kerasllm.quantization.factorize(model, rank=4, layers="feedforward")
+    low_rank = small.backbone.blocks[0].feedforward.intermediate
+    assert isinstance(low_rank, kerasllm.layers.LowRankDense)
+    floats = {name: (ops.convert_to_numpy(sub.kernel), None if sub.bias is None else ops.convert_to_numpy(sub.bias))
+              for name, sub in (("down", low_rank.down), ("up", low_rank.up))}
+    layers = kerasllm.quantization.quantize(small, "int8")
+    # Both factors of both low-rank projections, and the 4 attention projections.
+    assert len(layers) == 4 + 2 * 2 and low_rank.down in layers and low_rank.up in layers
+    for sub in (low_rank.down, low_rank.up):
+        assert keras.backend.standardize_dtype(sub._kernel.dtype) == "int8"
+    x = np.random.default_rng(3).normal(size=(5, 16)).astype("float32")
+    hidden = _int8_dense_reference(x, *floats["down"])
+    expected = _int8_dense_reference(hidden, *floats["up"])
+    np.testing.assert_allclose(ops.convert_to_numpy(low_rank(x)), expected, rtol=0,
+                               atol=1e-5 * np.abs(expected).max())
+    path = str(tmp_path / "small-int8.keras")
+    small.save(path)
+    np.save(tmp_path / "x.npy", _ids())
+    run_in_fresh_process(
+        "import numpy as np, keras, kerasllm\n"
+        f"model = kerasllm.utils.load_model({path!r})\n"
+        "sub = model.backbone.blocks[0].feedforward.intermediate.up\n"
+        "assert sub.quantization_mode == 'int8', sub.quantization_mode\n"
+        f"np.save({str(tmp_path / 'logits.npy')!r}, "
+        f"keras.ops.convert_to_numpy(model(np.load({str(tmp_path / 'x.npy')!r}))))\n"
+    )
+    np.testing.assert_array_equal(np.load(tmp_path / "logits.npy"), ops.convert_to_numpy(small(_ids())))
+
+
 def test_low_rank_dense_config_round_trip():
     layer = kerasllm.layers.LowRankDense(units=8, rank=2, use_bias=False, name="proj")
     layer.build((None, 6))
