@@ -21,7 +21,8 @@ peak `EXTRA_LR`):
     QAT int8 / int4   fine-tuning with `kerasllm.callbacks.QuantizationAwareTraining` (converted at the end)
     pruned 50% / 2:4  fine-tuning with `kerasllm.callbacks.Pruning(0.5)` (stripped at the end)
     low-rank 1/2      `kerasllm.quantization.factorize`, per-layer rank `in*out // (2 (in+out))` (half
-                      the projection parameters), then fine-tuning
+                      the projection parameters), then fine-tuning; `--low-rank-shares 1/4,1/2,3/4`
+                      adds other shares of the projection parameters (perplexity against parameters)
 
 Reported per variant: validation perplexity (`CausalLMLoss` over the whole validation split),
 parameters, `.keras` file size (saved without optimizer state) and its ratio to the float file, and
@@ -39,6 +40,7 @@ at the same position), so a resumed run gives the numbers an unbroken one would.
 
 import argparse
 import json
+from fractions import Fraction
 import os
 import re
 import sys
@@ -88,14 +90,14 @@ def projection_parameters(model):
     return sum(int(np.prod(v.shape)) for layer in prunable_layers(model) for v in layer.weights)
 
 
-def half_rank_factorize(model):
-    """Low-rank factors with half the projection parameters: per kernel shape, rank in*out // (2 (in+out))."""
+def share_rank_factorize(model, share):
+    """Low-rank factors with `share` of the projection parameters: per kernel, rank share*in*out // (in+out)."""
     shapes = {}
     for layer in prunable_layers(model):
         shapes.setdefault(tuple(layer.kernel.shape), []).append(re.escape(layer.path) + "$")
     small, ranks = model, {}
     for (inputs, outputs), patterns in shapes.items():
-        rank = inputs * outputs // (2 * (inputs + outputs))
+        rank = int(share * inputs * outputs // (inputs + outputs))
         small, report = kerasllm.quantization.factorize(small, rank=rank, layers=patterns)
         ranks.update(report["ranks"])
     return small, ranks
@@ -111,6 +113,13 @@ def tokens_per_second(model, tokenizer, tokens, repeats=3):
     return tokens / best
 
 
+def low_rank_shares(text):
+    shares = [Fraction(part) for part in text.split(",")]
+    if not all(0 < share < 1 for share in shares):
+        raise argparse.ArgumentTypeError(f"shares must lie in (0, 1), like 1/4,1/2,3/4; got {text!r}")
+    return shares
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default=PRESET, help=f"CausalLM preset of the base model. Default: {PRESET}.")
@@ -121,6 +130,9 @@ def main():
                         help="Reuse OUT/base-<preset>-<train steps>.keras if it exists.")
     parser.add_argument("--resume", action="store_true",
                         help="Reuse the base model and every variant an earlier run with the same settings finished.")
+    parser.add_argument("--low-rank-shares", default="1/2", type=low_rank_shares,
+                        help="Shares of the projection parameters the low-rank variants keep, e.g. 1/4,1/2,3/4. "
+                             "Default: 1/2 (the issue's).")
     parser.add_argument("--output", default=os.path.join(OUT, "results.json"))
     args = parser.parse_args()
     quick = QUICK if args.quick else {}
@@ -244,11 +256,12 @@ def main():
             return model, dict(sparsity=float(np.mean(zeros)))
         variant(name, prune)
 
-    def low_rank():
-        small, ranks = half_rank_factorize(load_base())
-        fine_tune(small, train, extra_steps, EXTRA_LR)
-        return small, dict(ranks=ranks)
-    variant("low-rank 1/2", low_rank)
+    for share in args.low_rank_shares:
+        def low_rank(share=share):
+            small, ranks = share_rank_factorize(load_base(), share)
+            fine_tune(small, train, extra_steps, EXTRA_LR)
+            return small, dict(ranks=ranks)
+        variant(f"low-rank {share}", low_rank)
 
     speed = {name: tokens_per_second(models.get(name) or keras.saving.load_model(variant_path(name)), tokenizer,
                                      gen_tokens) for name in (reference, "PTQ int8")}
