@@ -40,11 +40,11 @@ at the same position), so a resumed run gives the numbers an unbroken one would.
 
 import argparse
 import json
-from fractions import Fraction
 import os
 import re
 import sys
 import time
+from fractions import Fraction
 
 # This file's name shadows the `compression` package (zstd) that JAX imports: drop its folder from the path.
 if sys.path and os.path.abspath(sys.path[0] or ".") == os.path.dirname(os.path.abspath(__file__)):

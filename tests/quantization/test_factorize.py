@@ -113,9 +113,9 @@ def test_factorized_model_fine_tunes_saves_as_keras_and_reloads_in_a_fresh_proce
 
 
 def _int8_dense_reference(x, kernel, bias):
-    """Keras's int8 Dense in numpy: abs-max int8 kernel per output channel, input per token, rescaled."""
-    kernel_scale = 127.0 / np.maximum(np.abs(kernel).max(axis=0), 1e-7)
-    input_scale = 127.0 / np.maximum(np.abs(x).max(axis=-1, keepdims=True), 1e-7)
+    """Keras 3.15's int8 Dense in numpy: abs-max int8 kernel per output channel, input per token, rescaled."""
+    kernel_scale = 127.0 / (np.abs(kernel).max(axis=0) + 1e-7)
+    input_scale = 127.0 / (np.abs(x).max(axis=-1, keepdims=True) + 1e-7)
     kernel_q = np.clip(np.round(kernel * kernel_scale), -127, 127)
     x_q = np.clip(np.round(x * input_scale), -127, 127)
     out = (x_q @ kernel_q) / (input_scale * kernel_scale)
