@@ -27,6 +27,7 @@ from kerasllm.quantization import dense_transforms
 
 _CAPTURE_KEY = "gptq_capture"
 _MAX_Q = 15  # 4-bit
+_BLOCK = 128  # columns per lazy-batch block (the paper's B)
 
 
 def group_parameters(weights):
@@ -87,7 +88,7 @@ def solve(kernel, hessian, group_size=128, damping=0.01):
     # Columns go in blocks: updates inside a block column by column, to later blocks as one product
     # (GPTQ's "lazy batch" updates; the same result). A group never starts inside a block unless
     # it also ends there, so its parameters always see every update made before it.
-    width = group * max(1, 128 // group) if group < 128 else (128 if group % 128 == 0 else group)
+    width = group * (_BLOCK // group) if group < _BLOCK else (_BLOCK if group % _BLOCK == 0 else group)
     for start in range(0, inputs, width):
         end = min(start + width, inputs)
         block = weights[:, start:end].copy()
