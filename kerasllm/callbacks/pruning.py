@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from kerasllm.quantization import dense_transforms
+from kerasllm.utils import dense_transforms
 from kerasllm.quantization import pruning
 from kerasllm.quantization.strip_pruning import reset_compiled_functions
 from kerasllm.quantization.strip_pruning import strip_pruning
@@ -15,7 +15,7 @@ class Pruning(keras.callbacks.Callback):
     Every float `keras.layers.Dense` inside kerasllm attention and feed-forward layers (or those whose
     path matches `layers`) gets a mask: a non-trainable variable held by a small
     `kerasllm.quantization.pruning.PruningMask` sublayer. Inside the compiled training step the layer
-    computes with `kernel * mask` (through `kerasllm.quantization.dense_transforms`, before any
+    computes with `kernel * mask` (through `kerasllm.utils.dense_transforms`, before any
     quantization-aware training transform), so pruned weights get no gradient; after every step the
     kernel itself is multiplied by the mask, so pruned weights are exactly zero in the variables too.
 

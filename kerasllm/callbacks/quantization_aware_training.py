@@ -3,7 +3,7 @@ import warnings
 
 import keras
 
-from kerasllm.quantization import dense_transforms
+from kerasllm.utils import dense_transforms
 from kerasllm.quantization import fake_quant
 from kerasllm.quantization import observers
 from kerasllm.quantization.quantize import MODES

@@ -23,7 +23,7 @@ The solver runs in NumPy (float64) on the host; the forward passes use the model
 import keras
 import numpy as np
 
-from kerasllm.quantization import dense_transforms
+from kerasllm.utils import dense_transforms
 
 _CAPTURE_KEY = "gptq_capture"
 _MAX_Q = 15  # 4-bit

@@ -8,7 +8,7 @@ A pruned layer holds its mask in a `PruningMask` sublayer attached to it as `pru
 non-trainable variable, so the mask is model state that the compiled step reads on every backend and
 that `model.save_weights` (and so `kerasllm.callbacks.Checkpoint`) saves and restores; the layer's own
 variables and config are untouched (`keras.layers.Dense` saves only its kernel and bias). The forward
-pass multiplies the kernel by the mask through `kerasllm.quantization.dense_transforms` (priority 0, so
+pass multiplies the kernel by the mask through `kerasllm.utils.dense_transforms` (priority 0, so
 quantization-aware training, priority 10, sees the pruned kernel). `detach_mask` removes both.
 
 References:
@@ -23,7 +23,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from kerasllm.quantization import dense_transforms
+from kerasllm.utils import dense_transforms
 
 STRUCTURES = ("unstructured", "2:4")
 SCHEDULES = ("polynomial", "constant")

@@ -10,7 +10,7 @@ import keras
 import numpy as np
 
 from kerasllm.quantization import calibrated_saving
-from kerasllm.quantization import dense_transforms
+from kerasllm.utils import dense_transforms
 from kerasllm.quantization import gptq as gptq_lib
 from kerasllm.quantization.fake_quant import check_group_size
 from kerasllm.utils.collection import collect_once

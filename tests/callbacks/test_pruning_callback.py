@@ -9,7 +9,7 @@ import pytest
 from keras import ops
 
 import kerasllm
-from kerasllm.quantization import dense_transforms
+from kerasllm.utils import dense_transforms
 from kerasllm.quantization import pruning
 
 # One xdist worker runs this file, so its module fixtures are built once (tests/run.sh).

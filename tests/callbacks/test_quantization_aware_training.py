@@ -5,7 +5,7 @@ from keras import ops
 
 import kerasllm
 from kerasllm.callbacks import QuantizationAwareTraining
-from kerasllm.quantization import dense_transforms
+from kerasllm.utils import dense_transforms
 from kerasllm.quantization.quantize import select_layers
 
 V, T = 61, 16

@@ -6,7 +6,7 @@ import pytest
 from keras import ops
 
 import kerasllm
-from kerasllm.quantization import dense_transforms
+from kerasllm.utils import dense_transforms
 from kerasllm.quantization import pruning
 
 

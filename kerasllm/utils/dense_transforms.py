@@ -104,3 +104,9 @@ def _transformed_call(layer):
         return x
 
     return call
+
+
+def has_input_transform(layer):
+    """Whether a registered transform changes `layer`'s inputs (quantization-aware training's
+    activation fake-quantization does): then no plain kernel computes what the layer computes."""
+    return any(input_fn is not None for _, _, input_fn in _ordered(layer))
