@@ -66,6 +66,8 @@ def student_from_teacher(teacher, num_layers, layer_indices=None, dtype=None):
     config = teacher.get_config()
     config.pop("name", None)  # a fresh, unique model name
     config["num_layers"] = num_layers
+    if config.get("layer_types"):  # local/global attention pattern (Gemma 3): the copied blocks keep theirs
+        config["layer_types"] = [config["layer_types"][i] for i in layer_indices]
     if dtype is not None:
         config["dtype"] = dtype
     student = type(teacher).from_config(config)
@@ -73,12 +75,8 @@ def student_from_teacher(teacher, num_layers, layer_indices=None, dtype=None):
         student.build((None, None))
 
     teacher_backbone, student_backbone = teacher.backbone, student.backbone
-    pairs = [(student_backbone.token_embedding, teacher_backbone.token_embedding)]
-    pairs.append((student_backbone.final_norm, teacher_backbone.final_norm))
-    if student_backbone.position_embedding is not None:
-        pairs.append((student_backbone.position_embedding, teacher_backbone.position_embedding))
-    if student.lm_head is not None:
-        pairs.append((student.lm_head, teacher.lm_head))
+    # Everything but the blocks (embeddings, norms, heads), matched by name; then the chosen blocks.
+    pairs = _sublayer_pairs(student, teacher) + _sublayer_pairs(student_backbone, teacher_backbone)
     teacher_blocks = {block.name: block for block in teacher_backbone.blocks}
     student_blocks = {block.name: block for block in student_backbone.blocks}
     for i, index in enumerate(layer_indices):
@@ -87,6 +85,9 @@ def student_from_teacher(teacher, num_layers, layer_indices=None, dtype=None):
     assigned = set()
     for student_layer, teacher_layer in pairs:
         assigned.update(_copy_layer_weights(student_layer, teacher_layer))
+    if getattr(student, "logit_bias", None) is not None:  # a weight of the model itself (BERT's head bias)
+        student.logit_bias.assign(np.array(ops.convert_to_numpy(teacher.logit_bias), copy=True))
+        assigned.add(id(student.logit_bias))
     missing = [weight.path for weight in student.weights if id(weight) not in assigned]
     if missing:
         raise ValueError(
@@ -94,6 +95,17 @@ def student_from_teacher(teacher, num_layers, layer_indices=None, dtype=None):
             "configuration. Build the student yourself and copy the weights you want."
         )
     return student
+
+
+def _sublayer_pairs(student_layer, teacher_layer):
+    """`(student child, teacher child)` for the direct sublayers of a model or backbone, except the
+    backbone and the blocks."""
+    teacher_children = {c.name: c for c in teacher_layer._flatten_layers(include_self=False, recursive=False)}
+    return [
+        (child, teacher_children[child.name])
+        for child in student_layer._flatten_layers(include_self=False, recursive=False)
+        if child.name != "backbone" and not child.name.startswith("block_")
+    ]
 
 
 def _check_layer_indices(layer_indices, num_layers, teacher_layers):

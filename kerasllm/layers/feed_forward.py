@@ -1,18 +1,21 @@
 import keras
 from keras import ops
 
-ACTIVATIONS = ("gelu", "swiglu", "relu")
+ACTIVATIONS = ("gelu", "gelu_exact", "relu", "swiglu", "geglu")
+# Gated activations: `act(gate(x)) * intermediate(x)`.
+GATED = {"swiglu": "silu", "geglu": "gelu"}
 
 
 @keras.saving.register_keras_serializable(package="kerasllm")
 class FeedForward(keras.layers.Layer):
-    """Position-wise feed-forward network: GELU MLP (GPT-2) or SwiGLU (Llama).
+    """Position-wise feed-forward network: GELU MLP (GPT-2, BERT), SwiGLU (Llama) or GeGLU (Gemma).
 
     Args:
         hidden_dim: int. Input and output width.
         intermediate_dim: int. Width of the inner layer.
-        activation: str. `"gelu"` (tanh approximation, as GPT-2), `"relu"`, or `"swiglu"`
-            (`silu(gate(x)) * up(x)`). Defaults to `"gelu"`.
+        activation: str. `"gelu"` (tanh approximation, as GPT-2), `"gelu_exact"` (the erf form, as
+            BERT), `"relu"`, `"swiglu"` (`silu(gate(x)) * up(x)`) or `"geglu"`
+            (`gelu_tanh(gate(x)) * up(x)`, as Gemma). Defaults to `"gelu"`.
         use_bias: bool. Whether the projections have biases. Defaults to `True`.
         kernel_initializer: initializer for the input projections. Defaults to normal(0.02).
         output_initializer: initializer for the output projection. Defaults to `kernel_initializer`.
@@ -59,13 +62,13 @@ class FeedForward(keras.layers.Layer):
                 dtype=self.dtype_policy,
             )
 
-        if activation == "swiglu":
+        if activation in GATED:
             self.gate = dense(intermediate_dim, "gate", self.kernel_initializer)
         self.intermediate = dense(intermediate_dim, "intermediate", self.kernel_initializer)
         self.output_dense = dense(hidden_dim, "output", self.output_initializer)
 
     def build(self, input_shape):
-        if self.activation == "swiglu":
+        if self.activation in GATED:
             self.gate.build(input_shape)
         self.intermediate.build(input_shape)
         self.output_dense.build(tuple(input_shape[:-1]) + (self.intermediate_dim,))
@@ -75,8 +78,12 @@ class FeedForward(keras.layers.Layer):
         hidden = self.intermediate(inputs)
         if self.activation == "swiglu":
             hidden = ops.silu(self.gate(inputs)) * hidden
+        elif self.activation == "geglu":
+            hidden = ops.gelu(self.gate(inputs), approximate=True) * hidden
         elif self.activation == "gelu":
             hidden = ops.gelu(hidden, approximate=True)
+        elif self.activation == "gelu_exact":
+            hidden = ops.gelu(hidden, approximate=False)
         else:
             hidden = ops.relu(hidden)
         return self.output_dense(hidden)

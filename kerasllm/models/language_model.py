@@ -1,9 +1,12 @@
 """What `CausalLM` and `MaskedLM` share: the architecture config, input checks and presets."""
 
+import os
+
 import keras
 import numpy as np
 from keras import ops
 
+from kerasllm.layers.normalization import normalization_layer
 from kerasllm.models import lora as lora_lib
 from kerasllm.models import prompt_tuning as prompt_lib
 from kerasllm.models.transformer_backbone import TransformerBackbone
@@ -29,13 +32,45 @@ ARCHITECTURE_ARGUMENTS = (
     "rope_max_wavelength",
     "remat",
 )
+# Options for the quirks of pretrained families, passed to the backbone as they are.
+BACKBONE_OPTIONS = (
+    "qkv_bias",
+    "mlp_bias",
+    "rope_scaling",
+    "sliding_window",
+    "layer_types",
+    "sliding_rope_max_wavelength",
+    "sliding_rope_scaling",
+    "qk_norm",
+    "query_pre_attn_scalar",
+    "embedding_scale",
+    "normalize_first",
+    "sandwich_norm",
+    "num_segments",
+    "embedding_norm",
+)
+HEAD_OPTIONS = ("final_logit_softcapping", "head_transform", "head_bias")
+ARCHITECTURE_ARGUMENTS += BACKBONE_OPTIONS + HEAD_OPTIONS
+
+# The activation `head_transform` applies, by the model's `activation`.
+_HEAD_ACTIVATIONS = {
+    "gelu": lambda x: ops.gelu(x, approximate=True),
+    "gelu_exact": lambda x: ops.gelu(x, approximate=False),
+    "relu": ops.relu,
+}
 
 
 class LanguageModel(keras.Model):
     """Base of kerasllm's language models: a `TransformerBackbone` and a vocabulary head.
 
     Not used directly: see `kerasllm.models.CausalLM` and `kerasllm.models.MaskedLM`, whose docstrings
-    list the architecture arguments. Two more arguments restore parameter-efficient fine-tuning when a
+    list the architecture arguments; the options for the quirks of pretrained families
+    (`qkv_bias`, `rope_scaling`, `sliding_window`, `qk_norm`, ...) are those of
+    `kerasllm.models.TransformerBackbone`. Three options shape the vocabulary head:
+    `final_logit_softcapping` (float: logits become `cap * tanh(logits / cap)`, Gemma),
+    `head_transform` (bool: a dense layer, the activation and a norm before the vocabulary
+    projection, sublayers `head_dense` and `head_norm`, BERT) and `head_bias` (bool: a bias per
+    vocabulary entry, BERT). Two more arguments restore parameter-efficient fine-tuning when a
     saved model is rebuilt from its config: `lora` (the settings of `enable_lora`) and `prompt_tuning`
     (those of `enable_prompt_tuning`), both `None` by default. `low_rank` (`{path: rank}`, the plan of
     `kerasllm.quantization.factorize`) rebuilds a factorized model with its `LowRankDense` layers.
@@ -66,9 +101,18 @@ class LanguageModel(keras.Model):
         prompt_tuning=None,
         low_rank=None,
         remat=False,
+        final_logit_softcapping=None,
+        head_transform=False,
+        head_bias=False,
         **kwargs,
     ):
+        options = {name: kwargs.pop(name) for name in BACKBONE_OPTIONS if name in kwargs}
         super().__init__(**kwargs)
+        if head_transform and activation not in _HEAD_ACTIVATIONS:
+            raise ValueError(
+                f"`head_transform=True` applies the model's activation, which must be one of "
+                f"{sorted(_HEAD_ACTIVATIONS)}; got activation={activation!r}."
+            )
         # === Layers ===
         self.backbone = TransformerBackbone(
             vocabulary_size=vocabulary_size,
@@ -88,9 +132,19 @@ class LanguageModel(keras.Model):
             rope_max_wavelength=rope_max_wavelength,
             causal=self.causal,
             remat=remat,
+            **options,
             dtype=self.dtype_policy,
             name="backbone",
         )
+        self.head_dense = self.head_norm = None
+        if head_transform:
+            self.head_dense = keras.layers.Dense(
+                hidden_dim,
+                kernel_initializer=keras.initializers.RandomNormal(stddev=0.02),
+                dtype=self.dtype_policy,
+                name="head_dense",
+            )
+            self.head_norm = normalization_layer(normalization, layer_norm_epsilon, "head_norm", self.dtype_policy)
         self.lm_head = None
         if not tie_word_embeddings:
             self.lm_head = keras.layers.Dense(
@@ -119,6 +173,11 @@ class LanguageModel(keras.Model):
         self.layer_norm_epsilon = layer_norm_epsilon
         self.rope_max_wavelength = rope_max_wavelength
         self.remat = remat
+        for name in BACKBONE_OPTIONS:  # normalized by the backbone (e.g. `qkv_bias=None` -> `use_bias`)
+            setattr(self, name, getattr(self.backbone, name))
+        self.final_logit_softcapping = final_logit_softcapping
+        self.head_transform = head_transform
+        self.head_bias = head_bias
         self.build((None, None))
         # A saved GPTQ model is rebuilt with GPTQ layers: let them save all their variables again.
         from kerasllm.quantization.calibrated_saving import keep_zero_points
@@ -137,8 +196,13 @@ class LanguageModel(keras.Model):
 
     def build(self, input_shape=None):
         self.backbone.build()
+        if self.head_dense is not None:
+            self.head_dense.build((None, None, self.hidden_dim))
+            self.head_norm.build((None, None, self.hidden_dim))
         if self.lm_head is not None:
             self.lm_head.build((None, None, self.hidden_dim))
+        if self.head_bias and not hasattr(self, "logit_bias"):
+            self.logit_bias = self.add_weight(name="logit_bias", shape=(self.vocabulary_size,), initializer="zeros")
         self.built = True
 
     # --- forward ---------------------------------------------------------------------------------
@@ -151,6 +215,12 @@ class LanguageModel(keras.Model):
                     f"{sorted(inputs)}."
                 )
             token_ids, padding_mask = inputs["token_ids"], inputs.get("padding_mask")
+            unknown = sorted(set(inputs) - {"token_ids", "padding_mask", "segment_ids"})
+            if unknown:
+                raise ValueError(
+                    f"Unknown input keys {unknown}; a kerasllm model takes 'token_ids', 'padding_mask' and "
+                    "(with segment embeddings) 'segment_ids'."
+                )
         else:
             token_ids, padding_mask = inputs, None
         token_ids = ops.convert_to_tensor(token_ids)
@@ -179,11 +249,19 @@ class LanguageModel(keras.Model):
 
     def logits(self, hidden):
         """Vocabulary logits (float32) from final hidden states `(B, T, C)`."""
+        if self.head_dense is not None:
+            hidden = self.head_norm(_HEAD_ACTIVATIONS[self.activation](self.head_dense(hidden)))
         if self.lm_head is not None:
             logits = self.lm_head(hidden)
         else:
             logits = self.backbone.token_embedding(hidden, reverse=True)
-        return ops.cast(logits, "float32")
+        logits = ops.cast(logits, "float32")
+        if self.head_bias:
+            logits = logits + ops.cast(self.logit_bias, "float32")
+        if self.final_logit_softcapping is not None:
+            cap = float(self.final_logit_softcapping)
+            logits = ops.tanh(logits / cap) * cap
+        return logits
 
     def __call__(self, inputs, *args, **kwargs):
         # Values can only be read outside a traced step: host data (NumPy arrays, lists) handed to
@@ -196,7 +274,8 @@ class LanguageModel(keras.Model):
 
     def call(self, inputs, training=None):
         token_ids, padding_mask = self._unpack_inputs(inputs)
-        hidden = self.backbone(token_ids, padding_mask=padding_mask, training=training)
+        segment_ids = inputs.get("segment_ids") if isinstance(inputs, dict) else None
+        hidden = self.backbone(token_ids, padding_mask=padding_mask, training=training, segment_ids=segment_ids)
         return self.logits(hidden)  # (B, T, V)
 
     # --- input checks outside the compiled step ---------------------------------------------------
@@ -426,25 +505,99 @@ class LanguageModel(keras.Model):
     # --- presets and config ------------------------------------------------------------------------
 
     @classmethod
-    def from_preset(cls, name, **overrides):
-        """Builds a model from a named architecture preset, with any argument overridden.
+    def from_preset(cls, preset, **overrides):
+        """Builds a model from a named architecture preset, or loads a pretrained Hugging Face checkpoint.
 
-        Weights are freshly initialized: kerasllm trains from scratch (no hub downloads).
+        A preset name (`cls.presets`, e.g. `"tiny"`) gives a freshly initialized model. A directory
+        holding a Hugging Face checkpoint (`config.json` and `model.safetensors`, or shards with
+        `model.safetensors.index.json`, as `save_pretrained` writes them) gives that model with its
+        weights: GPT-2, Llama 2 and 3.x, Mistral, Qwen2/2.5, Qwen3 and Gemma 3 (text) for `CausalLM`,
+        BERT for `MaskedLM`. Every tensor is read from the memory-mapped file straight into its
+        variable, in the dtype policy's variable dtype. A config option kerasllm cannot reproduce
+        exactly, or weights that do not match their config, raise a `ValueError` naming the option
+        or tensor; a model is never half loaded. Load the vocabulary with
+        `kerasllm.tokenizers.load(directory)`.
 
         Args:
-            name: str. One of `cls.presets` (see `kerasllm.models.CausalLM.presets`).
-            **overrides: architecture or Keras arguments that replace the preset's values
-                (e.g. `vocabulary_size=tokenizer.vocabulary_size`, `dtype="mixed_bfloat16"`).
+            preset: str. A preset name, or the path of a Hugging Face model directory.
+            **overrides: arguments that replace the preset's values (e.g.
+                `vocabulary_size=tokenizer.vocabulary_size`); for a checkpoint, training options such as
+                `dropout` or `remat`, a shorter `max_sequence_length` (rotary models), and `dtype`
+                (e.g. `"bfloat16"`, `"mixed_bfloat16"`; defaults to Keras's float32).
+
+        Example:
+
+        >>> model = kerasllm.models.CausalLM.from_preset("tiny", vocabulary_size=2048)
+        >>> model = kerasllm.models.CausalLM.from_preset("./Llama-3.2-1B", dtype="bfloat16")
+        >>> tokenizer = kerasllm.tokenizers.load("./Llama-3.2-1B")
         """
-        if name not in cls.presets:
-            raise ValueError(
-                f"Unknown {cls.__name__} preset {name!r}. Available presets: {', '.join(sorted(cls.presets))}. "
-                f"Or build the model directly, e.g. `kerasllm.models.{cls.__name__}(vocabulary_size=..., "
-                "num_layers=..., num_heads=..., hidden_dim=..., intermediate_dim=...)`."
-            )
-        config = dict(cls.presets[name])
+        from kerasllm.models import hugging_face
+
+        if isinstance(preset, str) and preset in cls.presets:
+            config = dict(cls.presets[preset])
+            config.update(overrides)
+            return cls(**config)
+        if hugging_face.is_model_directory(preset):
+            return cls._from_hugging_face(preset, overrides)
+        if isinstance(preset, (str, os.PathLike)) and os.path.isdir(preset):
+            hugging_face.config.read_config(preset)  # raises, naming the missing config.json
+        raise ValueError(
+            f"Unknown {cls.__name__} preset {preset!r}: neither a preset name ({', '.join(sorted(cls.presets))}) "
+            "nor a folder holding a Hugging Face checkpoint (config.json and *.safetensors). Or build the model "
+            f"directly, e.g. `kerasllm.models.{cls.__name__}(vocabulary_size=..., num_layers=..., num_heads=..., "
+            "hidden_dim=..., intermediate_dim=...)`."
+        )
+
+    @classmethod
+    def _from_hugging_face(cls, directory, overrides):
+        from kerasllm.models.hugging_face import loading
+
+        task = "causal_lm" if cls.causal else "masked_lm"
+        family, _, config = loading.read_model_config(directory, task)
         config.update(overrides)
-        return cls(**config)
+        return loading.load_weights_into_new_model(lambda c: cls(**c), directory, family, config, task)
+
+    def export_to_transformers(
+        self, directory, tokenizer=None, dtype=None, model_type=None, max_shard_size="5GB", overwrite=False
+    ):
+        """Writes the model as a Hugging Face model directory that `transformers` loads as is.
+
+        `transformers.AutoModelForCausalLM.from_pretrained(directory)` (`AutoModelForMaskedLM` for a
+        `MaskedLM`) then computes the same logits. The family is the one whose options the model uses
+        (GPT-2 style presets export as `gpt2`, Llama style as `llama`; a loaded checkpoint as its own
+        family), or `model_type`. What the model computes is written: LoRA adapters merged, pruned
+        weights as zeros, low-rank factors multiplied back. A quantized model (whose layers also
+        quantize their inputs) or an option the family's config cannot express raises a `ValueError`
+        naming it. The folder is written elsewhere and moved into place, so a failed export leaves
+        nothing half written.
+
+        Args:
+            directory: str. The output folder; created, and it must be empty unless `overwrite`.
+            tokenizer: a `kerasllm.tokenizers.Tokenizer`. Also written (tokenizer.json and
+                tokenizer_config.json), and its BOS/EOS/PAD ids recorded in config.json. Defaults to
+                `None`.
+            dtype: str. `"float32"`, `"float16"` or `"bfloat16"`. Defaults to the variables' dtype.
+            model_type: str. Force a family (`"llama"`, `"mistral"`, `"qwen2"`, `"qwen3"`,
+                `"gemma3_text"`, `"gpt2"`, `"bert"`). Defaults to `None` (chosen from the options).
+            max_shard_size: int or str. Larger checkpoints are split into shards with an index, as
+                transformers does. Defaults to `"5GB"`.
+            overwrite: bool. Replace an existing non-empty folder. Defaults to `False`.
+
+        Returns:
+            The directory.
+
+        Example:
+
+        >>> model.export_to_transformers("exported", tokenizer=tokenizer)
+        >>> transformers.AutoModelForCausalLM.from_pretrained("exported")
+        """
+        from kerasllm.models.hugging_face import export
+
+        task = "causal_lm" if self.causal else "masked_lm"
+        return export.export_to_transformers(
+            self, directory, task, tokenizer=tokenizer, dtype=dtype, model_type=model_type,
+            max_shard_size=max_shard_size, overwrite=overwrite,
+        )
 
     def get_config(self):
         config = super().get_config()

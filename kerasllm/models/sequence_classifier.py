@@ -22,6 +22,8 @@ class SequenceClassifier(keras.Model):
             (mean over real tokens) or `"first"`. Defaults to `"last"` for causal backbones and
             `"mean"` otherwise.
         dropout: float. Dropout before the head. Defaults to `0.1`.
+        pooler: bool. A dense layer with tanh on the pooled vector before the head (sublayer
+            `pooler`), as BERT's classifier has. Defaults to `False`.
         layer_decay: float in (0, 1]. Layer-wise learning-rate decay applied by `compile()`: the head
             and final norm train at the optimizer's learning rate, block `i` of `L` at
             `decay ** (L - i)` times it, the embeddings at `decay ** (L + 1)` times it (see
@@ -41,7 +43,7 @@ class SequenceClassifier(keras.Model):
     >>> classifier.compile("adamw", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     """
 
-    def __init__(self, backbone, num_classes, pooling=None, dropout=0.1, layer_decay=None, **kwargs):
+    def __init__(self, backbone, num_classes, pooling=None, dropout=0.1, layer_decay=None, pooler=False, **kwargs):
         super().__init__(**kwargs)
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
             raise ValueError(
@@ -64,6 +66,11 @@ class SequenceClassifier(keras.Model):
             raise ValueError(f"Unknown pooling {pooling!r}; use one of {POOLINGS}.")
         # === Layers ===
         self.backbone = backbone
+        self.pooler = None
+        if pooler:
+            self.pooler = keras.layers.Dense(
+                backbone.hidden_dim, activation="tanh", dtype=self.dtype_policy, name="pooler"
+            )
         self.head_dropout = keras.layers.Dropout(dropout, name="head_dropout")
         self.head = keras.layers.Dense(num_classes, dtype=self.dtype_policy, name="classification_head")
         # === Config ===
@@ -71,8 +78,11 @@ class SequenceClassifier(keras.Model):
         self.pooling = pooling
         self.dropout = dropout
         self.layer_decay = layer_decay
+        self.use_pooler = pooler
         self.vocabulary_size = backbone.vocabulary_size
         self.max_sequence_length = backbone.max_sequence_length
+        if self.pooler is not None:
+            self.pooler.build((None, backbone.hidden_dim))
         self.head.build((None, backbone.hidden_dim))
         self.built = True
 
@@ -95,6 +105,43 @@ class SequenceClassifier(keras.Model):
         """
         backbone = model.backbone if isinstance(model, LanguageModel) else model
         return cls(backbone=backbone, num_classes=num_classes, layer_decay=layer_decay, **kwargs)
+
+    @classmethod
+    def from_preset(cls, directory, num_classes, layer_decay=None, **kwargs):
+        """A classifier on a pretrained encoder from a Hugging Face BERT model directory.
+
+        The backbone, BERT's pooler and, when the checkpoint has one (a
+        `BertForSequenceClassification` fine-tuned for `num_classes` classes), the classifier head are
+        loaded; a checkpoint without pooler or head (e.g. `BertForMaskedLM`) starts them fresh, as
+        transformers does. Pooling is BERT's: the first (`[CLS]`) token through the pooler.
+
+        Args:
+            directory: str. A Hugging Face BERT model directory (config.json, *.safetensors).
+            num_classes: int. Number of classes, at least 2.
+            layer_decay: float in (0, 1]. Layer-wise learning-rate decay. Defaults to `None`.
+            **kwargs: `dropout`, `name`, `dtype` and backbone training options (`remat`).
+
+        Example:
+
+        >>> classifier = kerasllm.models.SequenceClassifier.from_preset("./bert-base-uncased", num_classes=2)
+        >>> tokenizer = kerasllm.tokenizers.load("./bert-base-uncased")
+        """
+        from kerasllm.models.hugging_face import loading
+
+        family, hf_config, config = loading.read_model_config(directory, "classifier")
+        config.update({k: kwargs.pop(k) for k in ("remat",) if k in kwargs})
+        dtype = kwargs.pop("dtype", None)
+        dropout = kwargs.pop("dropout", hf_config.get("classifier_dropout") or hf_config.get("hidden_dropout_prob", 0.1))
+        language_model_only = ("tie_word_embeddings", "head_transform", "head_bias")
+
+        def build(config):
+            backbone_config = {k: v for k, v in config.items() if k not in language_model_only}
+            backbone = TransformerBackbone(**backbone_config, causal=False, dtype=dtype, name="backbone")
+            backbone.build()
+            return cls(backbone, num_classes, pooling="first", dropout=dropout, layer_decay=layer_decay,
+                       pooler=True, dtype=dtype, **kwargs)
+
+        return loading.load_weights_into_new_model(build, directory, family, config, "classifier")
 
     @property
     def num_virtual_tokens(self):
@@ -119,7 +166,8 @@ class SequenceClassifier(keras.Model):
 
     def call(self, inputs, training=None):
         token_ids, padding_mask = LanguageModel._unpack_inputs(self, inputs)
-        hidden = self.backbone(token_ids, padding_mask=padding_mask, training=training)  # (B, T, C)
+        segment_ids = inputs.get("segment_ids") if isinstance(inputs, dict) else None
+        hidden = self.backbone(token_ids, padding_mask=padding_mask, training=training, segment_ids=segment_ids)
         hidden = ops.cast(hidden, "float32")
         if padding_mask is None:
             real = ops.ones(ops.shape(token_ids), dtype="float32")
@@ -132,6 +180,8 @@ class SequenceClassifier(keras.Model):
         else:
             last = ops.cast(ops.maximum(ops.sum(real, axis=1) - 1, 0), "int32")  # (B,)
             pooled = ops.take_along_axis(hidden, last[:, None, None], axis=1)[:, 0]
+        if self.pooler is not None:
+            pooled = ops.cast(self.pooler(ops.cast(pooled, self.compute_dtype)), "float32")
         pooled = self.head_dropout(pooled, training=training)
         return ops.cast(self.head(ops.cast(pooled, self.compute_dtype)), "float32")
 
@@ -144,6 +194,7 @@ class SequenceClassifier(keras.Model):
                 "pooling": self.pooling,
                 "dropout": self.dropout,
                 "layer_decay": self.layer_decay,
+                "pooler": self.use_pooler,
             }
         )
         return config

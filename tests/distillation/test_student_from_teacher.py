@@ -100,10 +100,29 @@ def test_student_config_is_the_teachers_with_fewer_layers():
     teacher = make_teacher("llama")
     student = student_from_teacher(teacher, 3, layer_indices=[0, 1, 3])
     teacher_config, student_config = teacher.get_config(), student.get_config()
-    for key in ("name", "num_layers"):
+    for key in ("name", "num_layers", "layer_types"):
         teacher_config.pop(key), student_config.pop(key)
     assert student_config == teacher_config
     assert student.num_layers == 3 and student.name != teacher.name
+
+
+def test_student_blocks_keep_their_attention_kind():
+    # Gemma 3 style: local (sliding window) and global blocks; a copied block keeps its kind and RoPE.
+    teacher = kerasllm.models.CausalLM(
+        vocabulary_size=64, num_layers=4, num_heads=2, hidden_dim=16, intermediate_dim=32, max_sequence_length=32,
+        position_embedding="rotary", normalization="rmsnorm_plus_one", activation="geglu", use_bias=False,
+        sliding_window=4, layer_types=["sliding_attention", "full_attention", "sliding_attention", "full_attention"],
+        sliding_rope_max_wavelength=100.0, qk_norm=True, sandwich_norm=True, embedding_scale=4.0,
+    )
+    student = student_from_teacher(teacher, 2, layer_indices=[1, 2])
+    assert student.layer_types == ["full_attention", "sliding_attention"]
+    x = np.random.RandomState(0).randint(0, 64, size=(1, 12))
+    for i, index in enumerate([1, 2]):
+        s_attention, t_attention = student.backbone.blocks[i].attention, teacher.backbone.blocks[index].attention
+        assert s_attention.sliding_window == t_attention.sliding_window
+        assert s_attention.rope_max_wavelength == t_attention.rope_max_wavelength
+    assert_copied(student, teacher, [1, 2])
+    assert np.isfinite(keras.ops.convert_to_numpy(student(x))).all()
 
 
 def test_student_and_teacher_are_independent():
