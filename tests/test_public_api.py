@@ -8,7 +8,8 @@ import kerasllm
 PUBLIC = {
     "models": ["CausalLM", "MaskedLM", "SequenceClassifier", "TransformerBackbone"],
     "layers": ["TokenEmbedding", "PositionEmbedding", "RotaryEmbedding", "SelfAttention", "FeedForward",
-               "DecoderBlock", "EncoderBlock", "LayerNormalization", "RMSNormalization", "LowRankDense"],
+               "DecoderBlock", "EncoderBlock", "LayerNormalization", "RMSNormalization", "RMSNormalizationPlusOne",
+               "LowRankDense"],
     "losses": ["CausalLMLoss", "MaskedLMLoss", "sparse_cross_entropy", "IGNORE_INDEX", "DistillationLoss",
                "distillation"],
     "metrics": ["Perplexity", "MaskedAccuracy", "bleu", "BLEU", "rouge_n", "rouge_l", "ROUGE"],

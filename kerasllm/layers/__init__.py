@@ -3,7 +3,7 @@
 from kerasllm.layers.decoder_block import DecoderBlock
 from kerasllm.layers.encoder_block import EncoderBlock
 from kerasllm.layers.feed_forward import FeedForward
-from kerasllm.layers.normalization import LayerNormalization, RMSNormalization
+from kerasllm.layers.normalization import LayerNormalization, RMSNormalization, RMSNormalizationPlusOne
 from kerasllm.layers.position_embedding import PositionEmbedding
 from kerasllm.layers.rotary_embedding import RotaryEmbedding
 from kerasllm.layers.self_attention import SelfAttention
@@ -16,6 +16,7 @@ __all__ = [
     "LayerNormalization",
     "PositionEmbedding",
     "RMSNormalization",
+    "RMSNormalizationPlusOne",
     "RotaryEmbedding",
     "SelfAttention",
     "TokenEmbedding",

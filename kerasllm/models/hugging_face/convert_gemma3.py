@@ -1,0 +1,94 @@
+"""Gemma 3 (text): Llama's layout plus Gemma's own choices, each a kerasllm option.
+
+Token embeddings scaled by `sqrt(hidden_size)`; RMS norms that multiply by `1 + w`; four norms per
+layer (sandwich); RMS norms on each query and key head; GeGLU feed-forward; attention scores scaled by
+`query_pre_attn_scalar ** -0.5`; local (sliding window) and global layers in `layer_types` (or every
+`sliding_window_pattern`-th layer global, in older configs), with their own RoPE bases
+(`rope_local_base_freq` and `rope_theta`, or transformers 5's nested `rope_parameters`); optional final
+logit soft-capping. The multimodal `gemma3` checkpoints are loaded for their text model only when
+config.json is the text config (`gemma3_text`).
+"""
+
+import math
+
+from kerasllm.models.hugging_face import config as hf
+from kerasllm.models.hugging_face import convert_llama
+
+NAME = "Gemma 3"
+MODEL_TYPES = ("gemma3_text",)
+TASKS = {"causal_lm": "Gemma3ForCausalLM"}
+BASE_PREFIXES = ("model.", "")
+EXPORT_PREFIX = "model."
+
+
+def to_kerasllm(config):
+    hf.require(config, "attn_logit_softcapping", (None,), NAME)
+    hf.require(config, "use_bidirectional_attention", (None, False), NAME)
+    count = config["num_hidden_layers"]
+    types = config.get("layer_types")
+    if types is None:
+        pattern = config.get("sliding_window_pattern", config.get("_sliding_window_pattern", 6))
+        types = ["sliding_attention" if (i + 1) % pattern else "full_attention" for i in range(count)]
+    theta, scaling = hf.rope(config, NAME, "full_attention", default_theta=1_000_000.0)
+    local_config = dict(config, rope_theta=config.get("rope_local_base_freq", 10_000.0), rope_scaling=None)
+    local_theta, local_scaling = hf.rope(local_config, NAME, "sliding_attention")
+    activation = config.get("hidden_activation") or config.get("hidden_act") or "gelu_pytorch_tanh"
+    bias = bool(config.get("attention_bias", False))
+    hidden = config["hidden_size"]
+    heads = config["num_attention_heads"]
+    return dict(
+        vocabulary_size=config["vocab_size"],
+        num_layers=count,
+        num_heads=heads,
+        hidden_dim=hidden,
+        intermediate_dim=config["intermediate_size"],
+        max_sequence_length=config.get("max_position_embeddings", 131072),
+        num_key_value_heads=config.get("num_key_value_heads") or heads,
+        head_dim=config.get("head_dim", 256),
+        position_embedding="rotary",
+        normalization="rmsnorm_plus_one",
+        activation=hf.activation({"act": activation}, "act", True, NAME),
+        use_bias=bias,
+        qkv_bias=bias,
+        mlp_bias=False,
+        tie_word_embeddings=bool(config.get("tie_word_embeddings", True)),
+        layer_norm_epsilon=config.get("rms_norm_eps", 1e-6),
+        rope_max_wavelength=theta,
+        rope_scaling=scaling,
+        sliding_window=config.get("sliding_window") if "sliding_attention" in types else None,
+        layer_types=list(types),
+        sliding_rope_max_wavelength=local_theta,
+        sliding_rope_scaling=local_scaling,
+        qk_norm=True,
+        query_pre_attn_scalar=config.get("query_pre_attn_scalar", 256),
+        embedding_scale=math.sqrt(hidden),
+        sandwich_norm=True,
+        final_logit_softcapping=config.get("final_logit_softcapping"),
+    )
+
+
+def to_hugging_face(config, task="causal_lm"):
+    fields = convert_llama.decoder_fields(config)
+    fields.update(
+        model_type="gemma3_text",
+        architectures=[TASKS[task]],
+        hidden_activation=hf.GATED_TO_HF.get(config["activation"], config["activation"]),
+        attention_bias=config["use_bias"],
+        sliding_window=config["sliding_window"],
+        layer_types=config["layer_types"],
+        rope_local_base_freq=config["sliding_rope_max_wavelength"],
+        query_pre_attn_scalar=config["query_pre_attn_scalar"],
+        final_logit_softcapping=config["final_logit_softcapping"],
+        attn_logit_softcapping=None,
+        use_bidirectional_attention=False,
+    )
+    if config["sliding_rope_scaling"]:
+        raise ValueError("Gemma 3's config.json cannot express RoPE scaling on the local (sliding) layers.")
+    return fields
+
+
+def weights(config, task="causal_lm"):
+    return convert_llama.decoder_weights(config, sandwich=True)
+
+
+ignored = convert_llama.ignored
