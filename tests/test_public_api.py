@@ -13,7 +13,7 @@ PUBLIC = {
     "losses": ["CausalLMLoss", "MaskedLMLoss", "sparse_cross_entropy", "IGNORE_INDEX", "DistillationLoss",
                "distillation"],
     "metrics": ["Perplexity", "MaskedAccuracy", "bleu", "BLEU", "rouge_n", "rouge_l", "ROUGE"],
-    "tokenizers": ["Tokenizer", "BytePairTokenizer", "CharacterTokenizer", "load"],
+    "tokenizers": ["HuggingFaceTokenizer", "Tokenizer", "BytePairTokenizer", "CharacterTokenizer", "load"],
     "data": ["load_text", "LanguageModelingDataset", "language_modeling_splits", "pack_documents", "pad_sequences",
              "mask_tokens", "MaskedLanguageModelingDataset", "masked_language_modeling_splits", "IGNORE_INDEX",
              "ReplayDataset", "MixtureDataset", "few_shot_prompt"],

@@ -6,9 +6,9 @@ import re
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
+from kerasllm.tokenizers.hugging_face_files import EXPORT_CONFIG, HF_FILENAME, write_hugging_face_folder
 from kerasllm.tokenizers.tokenizer import Tokenizer, _check_text, _check_texts, _training_texts
 
-HF_FILENAME = "tokenizer.json"
 DEFAULT_SPECIAL_TOKENS = ("<|pad|>", "<|endoftext|>", "<|mask|>")
 _BYTE_SYMBOLS = 256
 # Long texts are encoded in pieces of about this many characters, on several threads.
@@ -129,10 +129,11 @@ class BytePairTokenizer(Tokenizer):
     def vocabulary_size(self):
         return self.tokenizer.get_vocab_size(with_added_tokens=True)
 
-    def encode(self, text):
+    def encode(self, text, add_special_tokens=True):
+        # kerasllm's BPE puts no special tokens around a text, so `add_special_tokens` changes nothing.
         return self.encode_batch([_check_text(text)])[0]
 
-    def encode_batch(self, texts):
+    def encode_batch(self, texts, add_special_tokens=True):
         texts = _check_texts(texts)
         if any("\n" in token for token in self.special_tokens):
             return [encoding.ids for encoding in self.tokenizer.encode_batch(texts)]
@@ -149,6 +150,32 @@ class BytePairTokenizer(Tokenizer):
 
     def id_to_token(self, token_id):
         return self.tokenizer.id_to_token(int(token_id))
+
+    def export_to_transformers(self, directory, model_max_length=None):
+        """Writes the tokenizer as Hugging Face files that `transformers.AutoTokenizer` loads.
+
+        Writes `tokenizer.json`, a `tokenizer_config.json` (class `PreTrainedTokenizerFast`, the pad,
+        end-of-text, mask and unknown roles) and `special_tokens_map.json`. `transformers` then encodes and
+        decodes exactly as this tokenizer does: no BOS, no special tokens added around a text.
+        `kerasllm.tokenizers.load(directory)` reads the folder back as a `HuggingFaceTokenizer`.
+
+        Args:
+            directory: str or path. The folder (created if needed), usually the exported model's folder.
+            model_max_length: int. The longest input the model takes (its `max_sequence_length`).
+                Defaults to `None` (not written).
+
+        Example:
+
+        ```python
+        tokenizer = kerasllm.tokenizers.BytePairTokenizer.train(text, vocabulary_size=2048)
+        tokenizer.export_to_transformers("exported", model_max_length=1024)
+        transformers.AutoTokenizer.from_pretrained("exported")("ROMEO:")["input_ids"] == tokenizer.encode("ROMEO:")
+        ```
+        """
+        roles = {"eos_token": self.eos_token, "pad_token": self.pad_token, "mask_token": self.mask_token,
+                 "unk_token": self.unk_token}
+        write_hugging_face_folder(directory, self.tokenizer, roles, model_max_length=model_max_length,
+                                  tokenizer_config=EXPORT_CONFIG)
 
     def _save_assets(self, directory):
         self.tokenizer.save(os.path.join(directory, HF_FILENAME))

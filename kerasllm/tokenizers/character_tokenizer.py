@@ -3,7 +3,10 @@
 import re
 
 import numpy as np
+from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers
+from tokenizers import Tokenizer as HFTokenizer
 
+from kerasllm.tokenizers.hugging_face_files import EXPORT_CONFIG, write_hugging_face_folder
 from kerasllm.tokenizers.tokenizer import Tokenizer, _check_text, _training_texts
 
 DEFAULT_SPECIAL_TOKENS = ("<|pad|>", "<|endoftext|>", "<|mask|>", "<|unk|>")
@@ -110,7 +113,8 @@ class CharacterTokenizer(Tokenizer):
     def vocabulary_size(self):
         return len(self.vocabulary)
 
-    def encode(self, text):
+    def encode(self, text, add_special_tokens=True):
+        # No special tokens are put around a text, so `add_special_tokens` changes nothing.
         text = _check_text(text)
         ids = []
         position = 0
@@ -150,6 +154,39 @@ class CharacterTokenizer(Tokenizer):
 
     def id_to_token(self, token_id):
         return self.vocabulary[int(token_id)]
+
+    def export_to_transformers(self, directory, model_max_length=None):
+        """Writes the tokenizer as Hugging Face files that `transformers.AutoTokenizer` loads.
+
+        The equivalent `tokenizers` pipeline is a word-level model over this vocabulary behind a
+        pre-tokenizer that splits every character, with the special tokens as added tokens and a decoder
+        that joins the tokens. `transformers` then encodes and decodes exactly as this tokenizer does
+        (unknown characters become `unk_token_id`; without an unknown token, both raise).
+
+        Args:
+            directory: str or path. The folder (created if needed), usually the exported model's folder.
+            model_max_length: int. The longest input the model takes. Defaults to `None` (not written).
+
+        Example:
+
+        ```python
+        tokenizer = kerasllm.tokenizers.CharacterTokenizer.train("To be, or not to be")
+        tokenizer.export_to_transformers("exported")
+        ```
+        """
+        vocabulary = {token: i for i, token in enumerate(self.vocabulary)}
+        # A name outside the vocabulary makes the word-level model raise on unknown characters.
+        unk = self.unk_token if self.unk_token is not None else "<|no unknown token|>"
+        hf_tokenizer = HFTokenizer(models.WordLevel(vocab=vocabulary, unk_token=unk))
+        hf_tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
+        hf_tokenizer.decoder = decoders.Fuse()
+        hf_tokenizer.add_special_tokens(
+            [AddedToken(token, special=True, normalized=False) for token in self.special_tokens]
+        )
+        roles = {"eos_token": self.eos_token, "pad_token": self.pad_token, "mask_token": self.mask_token,
+                 "unk_token": self.unk_token}
+        write_hugging_face_folder(directory, hf_tokenizer, roles, model_max_length=model_max_length,
+                                  tokenizer_config=EXPORT_CONFIG)
 
     def get_config(self):
         config = super().get_config()

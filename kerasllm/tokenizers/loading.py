@@ -3,21 +3,24 @@
 import json
 import os
 
-from kerasllm.tokenizers.byte_pair_tokenizer import HF_FILENAME, BytePairTokenizer
+from kerasllm.tokenizers import hugging_face_files
+from kerasllm.tokenizers.byte_pair_tokenizer import BytePairTokenizer
 from kerasllm.tokenizers.character_tokenizer import CharacterTokenizer
+from kerasllm.tokenizers.hugging_face_tokenizer import HuggingFaceTokenizer
 from kerasllm.tokenizers.tokenizer import CONFIG_FILENAME
 
-TOKENIZER_CLASSES = {cls.__name__: cls for cls in (BytePairTokenizer, CharacterTokenizer)}
+TOKENIZER_CLASSES = {cls.__name__: cls for cls in (BytePairTokenizer, CharacterTokenizer, HuggingFaceTokenizer)}
 
 
 def load(directory):
-    """Loads a tokenizer saved with `tokenizer.save(directory)`, whatever its class.
+    """Loads a tokenizer saved with `tokenizer.save(directory)`, or a Hugging Face model's tokenizer.
 
-    A folder with only a Hugging Face `tokenizer.json` (no `kerasllm_tokenizer.json`) loads as a
-    `BytePairTokenizer` whose special tokens are the tokenizer's special added tokens.
+    A folder without `kerasllm_tokenizer.json` but with Hugging Face tokenizer files (a model folder from
+    the Hub, or one written by `export_to_transformers`) loads as a `kerasllm.tokenizers.HuggingFaceTokenizer`
+    from its `tokenizer.json`, `tokenizer_config.json`, `special_tokens_map.json` and chat template files.
 
     Args:
-        directory: str or path. The folder given to `save`.
+        directory: str or path. The folder given to `save`, or a Hugging Face model folder.
 
     Returns:
         A `kerasllm.tokenizers.Tokenizer` of the saved class.
@@ -27,6 +30,7 @@ def load(directory):
     ```python
     tokenizer.save("my_tokenizer")
     tokenizer = kerasllm.tokenizers.load("my_tokenizer")
+    llama = kerasllm.tokenizers.load("Llama-3.2-1B")  # a folder with tokenizer.json
     ```
     """
     directory = os.fspath(directory)
@@ -37,8 +41,8 @@ def load(directory):
         )
     config_path = os.path.join(directory, CONFIG_FILENAME)
     if not os.path.isfile(config_path):
-        if os.path.isfile(os.path.join(directory, HF_FILENAME)):
-            return _load_bare_hugging_face(directory)
+        if hugging_face_files.is_hugging_face_folder(directory):
+            return HuggingFaceTokenizer._from_directory(directory, config=None)
         raise FileNotFoundError(
             f"No tokenizer in {directory!r}: expected `{CONFIG_FILENAME}` (written by "
             "`tokenizer.save(directory)`) or a Hugging Face `tokenizer.json`."
@@ -59,15 +63,3 @@ def load(directory):
         )
     return TOKENIZER_CLASSES[class_name]._from_directory(directory, config)
 
-
-def _load_bare_hugging_face(directory):
-    from tokenizers import Tokenizer as HFTokenizer
-
-    hf_tokenizer = HFTokenizer.from_file(os.path.join(directory, HF_FILENAME))
-    added = hf_tokenizer.get_added_tokens_decoder()
-    special_tokens = [added[i].content for i in sorted(added) if added[i].special]
-    roles = {
-        role: (token if token in special_tokens else None)
-        for role, token in (("pad_token", "<|pad|>"), ("eos_token", "<|endoftext|>"), ("mask_token", "<|mask|>"))
-    }
-    return BytePairTokenizer(hf_tokenizer, special_tokens=special_tokens, **roles)

@@ -16,8 +16,9 @@ class Tokenizer:
     A tokenizer maps a string to a list of ids in `[0, vocabulary_size)` and ids back to a string. Special
     tokens (padding, end of text, mask, unknown) are ordinary vocabulary entries; their ids are exposed as
     `pad_token_id`, `eos_token_id`, `mask_token_id` and `unk_token_id` (`None` where the tokenizer has no
-    such token). Subclasses implement `vocabulary_size`, `encode`, `decode`, `token_to_id`, `id_to_token`,
-    `get_config` and the two private hooks `_save_assets` / `_from_directory`.
+    such token), and `bos_token_id` is the beginning-of-sequence id of tokenizers that have one. Subclasses
+    implement `vocabulary_size`, `encode`, `decode`, `token_to_id`, `id_to_token`, `get_config`, the two
+    private hooks `_save_assets` / `_from_directory`, and optionally `export_to_transformers`.
 
     Args:
         special_tokens: list of str. The special tokens, in id order. Defaults to `()`.
@@ -37,6 +38,9 @@ class Tokenizer:
     same = kerasllm.tokenizers.load("my_tokenizer")
     ```
     """
+
+    # Tokenizers without a beginning-of-sequence token (all but some `HuggingFaceTokenizer`s) keep `None`.
+    bos_token = None
 
     def __init__(self, special_tokens=(), pad_token=None, eos_token=None, mask_token=None, unk_token=None):
         self.special_tokens = [str(token) for token in special_tokens]
@@ -61,8 +65,12 @@ class Tokenizer:
         """The number of ids, special tokens included."""
         raise NotImplementedError
 
-    def encode(self, text):
-        """Turns a string into a list of token ids."""
+    def encode(self, text, add_special_tokens=True):
+        """Turns a string into a list of token ids.
+
+        `add_special_tokens` controls the special tokens a tokenizer puts around every text (e.g. the BOS
+        of a Llama `HuggingFaceTokenizer`); tokenizers that add none ignore it.
+        """
         raise NotImplementedError
 
     def decode(self, token_ids, skip_special_tokens=True):
@@ -94,7 +102,24 @@ class Tokenizer:
         """Builds the tokenizer from its saved config and the assets in `directory`."""
         return cls(**config)
 
+    def export_to_transformers(self, directory, model_max_length=None):
+        """Writes the tokenizer as Hugging Face files that `transformers.AutoTokenizer` loads.
+
+        Args:
+            directory: str or path. The folder (created if needed), usually the exported model's folder.
+            model_max_length: int. The longest input the model takes, written to `tokenizer_config.json`.
+                Defaults to `None` (not written).
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} cannot be exported to the transformers format. `BytePairTokenizer`, "
+            "`CharacterTokenizer` and `HuggingFaceTokenizer` can; retrain the tokenizer as one of these."
+        )
+
     # --- Shared behaviour ------------------------------------------------------------------------------
+
+    @property
+    def bos_token_id(self):
+        return self._role_id(self.bos_token)
 
     @property
     def pad_token_id(self):
@@ -120,9 +145,9 @@ class Tokenizer:
     def _role_id(self, token):
         return None if token is None else self.token_to_id(token)
 
-    def encode_batch(self, texts):
-        """Turns a list of strings into a list of lists of token ids."""
-        return [self.encode(text) for text in _check_texts(texts)]
+    def encode_batch(self, texts, add_special_tokens=True):
+        """Turns a list of strings into a list of lists of token ids (see `encode`)."""
+        return [self.encode(text, add_special_tokens=add_special_tokens) for text in _check_texts(texts)]
 
     def decode_batch(self, batch_token_ids, skip_special_tokens=True):
         """Turns a list (or 2-D array) of id sequences into a list of strings."""

@@ -94,7 +94,9 @@ def _checked_hf_config(model, config, family, task):
     hf_config = family.to_hugging_face(config, task)
     from kerasllm.models.language_model import ARCHITECTURE_ARGUMENTS
 
-    expected = _normalized(model, {**config, **family.to_kerasllm(hf_config)})
+    # Read back from the family's config alone: an option it cannot hold comes back as its default.
+    kept = {k: v for k, v in config.items() if k not in ARCHITECTURE_ARGUMENTS or k in TRAINING_ONLY}
+    expected = _normalized(model, {**kept, **family.to_kerasllm(hf_config)})
     different = sorted(
         name for name in ARCHITECTURE_ARGUMENTS
         if name not in TRAINING_ONLY and expected.get(name) != config.get(name)
