@@ -138,3 +138,20 @@ def test_half_precision_export_and_overwrite(tmp_path):
     assert os.path.isfile(out / "model.safetensors.index.json") and not os.path.isfile(out / "model.safetensors")
     np.testing.assert_allclose(transformers_logits(out, x), ours(model, x), atol=TOLERANCE, rtol=0)
     assert [name for name in os.listdir(tmp_path) if name != "out"] == []  # no staging folder left behind
+
+
+def test_the_tokenizer_is_written_beside_the_model(tmp_path):
+    text = "To be, or not to be, that is the question. " * 20
+    tokenizer = kerasllm.tokenizers.BytePairTokenizer.train(text, vocabulary_size=300)
+    model = randomized(kerasllm.models.CausalLM(**dict(GPT2_STYLE, vocabulary_size=tokenizer.vocabulary_size)))
+    model.export_to_transformers(tmp_path / "out", tokenizer=tokenizer)
+    hf_tokenizer = transformers.AutoTokenizer.from_pretrained(str(tmp_path / "out"))
+    sample = "Whether 'tis nobler"
+    assert hf_tokenizer(sample)["input_ids"] == tokenizer.encode(sample)
+    assert hf_tokenizer.model_max_length == model.max_sequence_length
+    config = transformers.AutoConfig.from_pretrained(str(tmp_path / "out"))
+    assert config.eos_token_id == tokenizer.eos_token_id
+    x = np.array([tokenizer.encode(sample)], dtype="int32")
+    np.testing.assert_allclose(transformers_logits(tmp_path / "out", x), ours(model, x), atol=TOLERANCE, rtol=0)
+    with pytest.raises(ValueError, match="vocabulary"):  # a tokenizer with ids the model does not have
+        kerasllm.models.CausalLM(**dict(GPT2_STYLE, vocabulary_size=10)).export_to_transformers(tmp_path / "x", tokenizer=tokenizer)

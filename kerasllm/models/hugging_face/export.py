@@ -34,21 +34,21 @@ def export_to_transformers(model, directory, task, tokenizer=None, dtype=None, m
     hf_config = _checked_hf_config(model, config, family, task)
     hf_config["torch_dtype"] = dtype
     if tokenizer is not None:
-        for role in ("bos", "eos", "pad"):
-            token_id = getattr(tokenizer, f"{role}_token_id", None)
-            if token_id is not None:
-                hf_config[f"{role}_token_id"] = int(token_id)
+        model.check_tokenizer(tokenizer)
+    for role in ("bos", "eos", "pad"):  # explicit, or transformers fills in its family's (e.g. GPT-2's 50256)
+        token_id = getattr(tokenizer, f"{role}_token_id", None)
+        hf_config[f"{role}_token_id"] = None if token_id is None else int(token_id)
     parent = os.path.dirname(os.path.abspath(directory))
     os.makedirs(parent, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=".export-", dir=parent)
     try:
         write_safetensors(_tensors(model, config, family, task, dtype), staging, max_shard_size=max_shard_size)
         _write_json(os.path.join(staging, "config.json"), hf_config)
-        generation = {k: hf_config[k] for k in ("bos_token_id", "eos_token_id", "pad_token_id") if k in hf_config}
+        generation = {k: hf_config[k] for k in ("bos_token_id", "eos_token_id", "pad_token_id") if hf_config[k] is not None}
         if generation:
             _write_json(os.path.join(staging, "generation_config.json"), generation)
         if tokenizer is not None:
-            tokenizer.export_to_transformers(staging)
+            tokenizer.export_to_transformers(staging, model_max_length=model.max_sequence_length)
         _replace(staging, directory)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
