@@ -35,6 +35,7 @@ class DecoderBlock(keras.layers.Layer):
         qkv_bias: bool. Biases in the query, key and value projections. Defaults to `use_bias`.
         mlp_bias: bool. Biases in the feed-forward projections. Defaults to `use_bias`.
         qk_norm: bool. Normalize queries and keys per head (Qwen3, Gemma 3). Defaults to `False`.
+        qk_norm_epsilon: float. Epsilon of those norms. Defaults to `layer_norm_epsilon`.
         sliding_window: int. Local attention over this many positions. Defaults to `None`.
         query_pre_attn_scalar: float. Scores are scaled by its inverse square root instead of the
             head size's. Defaults to `None`.
@@ -82,6 +83,7 @@ class DecoderBlock(keras.layers.Layer):
         qkv_bias=None,
         mlp_bias=None,
         qk_norm=False,
+        qk_norm_epsilon=None,
         sliding_window=None,
         query_pre_attn_scalar=None,
         normalize_first=True,
@@ -109,6 +111,7 @@ class DecoderBlock(keras.layers.Layer):
         self.qkv_bias = use_bias if qkv_bias is None else qkv_bias
         self.mlp_bias = use_bias if mlp_bias is None else mlp_bias
         self.qk_norm = qk_norm
+        self.qk_norm_epsilon = layer_norm_epsilon if qk_norm_epsilon is None else qk_norm_epsilon
         self.sliding_window = sliding_window
         self.query_pre_attn_scalar = query_pre_attn_scalar
         self.normalize_first = normalize_first
@@ -135,7 +138,7 @@ class DecoderBlock(keras.layers.Layer):
             use_bias=use_bias,
             qkv_bias=self.qkv_bias,
             qk_norm=normalization if qk_norm else None,
-            qk_norm_epsilon=layer_norm_epsilon,
+            qk_norm_epsilon=self.qk_norm_epsilon,
             sliding_window=sliding_window,
             query_pre_attn_scalar=query_pre_attn_scalar,
             dropout=dropout,
@@ -224,6 +227,7 @@ class DecoderBlock(keras.layers.Layer):
                 "qkv_bias": self.qkv_bias,
                 "mlp_bias": self.mlp_bias,
                 "qk_norm": self.qk_norm,
+                "qk_norm_epsilon": self.qk_norm_epsilon,
                 "sliding_window": self.sliding_window,
                 "query_pre_attn_scalar": self.query_pre_attn_scalar,
                 "normalize_first": self.normalize_first,

@@ -42,6 +42,7 @@ BACKBONE_OPTIONS = (
     "sliding_rope_max_wavelength",
     "sliding_rope_scaling",
     "qk_norm",
+    "qk_norm_epsilon",
     "query_pre_attn_scalar",
     "embedding_scale",
     "normalize_first",
@@ -547,6 +548,31 @@ class LanguageModel(keras.Model):
             f"directly, e.g. `kerasllm.models.{cls.__name__}(vocabulary_size=..., num_layers=..., num_heads=..., "
             "hidden_dim=..., intermediate_dim=...)`."
         )
+
+    @classmethod
+    def from_keras_hub(cls, model, dtype=None, max_sequence_length=None):
+        """Converts a KerasHub model you already have into a kerasllm model with identical logits.
+
+        Supports `keras_hub.models.GPT2CausalLM`, `LlamaCausalLM`, `Llama3CausalLM`,
+        `MistralCausalLM`, `QwenCausalLM` (Qwen2), `Qwen3CausalLM` and text-only `Gemma3CausalLM`, or
+        their backbones. Every weight is copied (no random initialization first); a KerasHub option
+        kerasllm cannot reproduce exactly (e.g. attention logit soft-capping, a vision encoder)
+        raises a `ValueError` naming it. Tested against KerasHub's own logits on all three backends.
+
+        Args:
+            model: a KerasHub task model or backbone.
+            dtype: str or `keras.DTypePolicy`. Defaults to the KerasHub model's dtype policy.
+            max_sequence_length: int. Longest input. Defaults to the position table for learned
+                positions, else 131072 (rotary models have no table to size).
+
+        Example:
+
+        >>> hub_model = keras_hub.models.Llama3CausalLM.from_preset("llama3.2_1b")
+        >>> model = kerasllm.models.CausalLM.from_keras_hub(hub_model)
+        """
+        from kerasllm.models.keras_hub import from_keras_hub
+
+        return from_keras_hub(cls, model, dtype=dtype, max_sequence_length=max_sequence_length)
 
     @classmethod
     def _from_hugging_face(cls, directory, overrides):

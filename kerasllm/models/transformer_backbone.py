@@ -64,6 +64,7 @@ class TransformerBackbone(keras.layers.Layer):
         sliding_rope_scaling: dict. RoPE scaling of the sliding layers when
             `sliding_rope_max_wavelength` is set. Defaults to `None`.
         qk_norm: bool. Normalize queries and keys per head before RoPE. Defaults to `False`.
+        qk_norm_epsilon: float. Epsilon of those norms. Defaults to `layer_norm_epsilon`.
         query_pre_attn_scalar: float. Scale attention scores by `query_pre_attn_scalar ** -0.5`.
             Defaults to `None` (`head_dim ** -0.5`).
         embedding_scale: float. Multiply the token embeddings by this (Gemma: `sqrt(hidden_dim)`).
@@ -113,6 +114,7 @@ class TransformerBackbone(keras.layers.Layer):
         sliding_rope_max_wavelength=None,
         sliding_rope_scaling=None,
         qk_norm=False,
+        qk_norm_epsilon=None,
         query_pre_attn_scalar=None,
         embedding_scale=None,
         normalize_first=True,
@@ -180,6 +182,7 @@ class TransformerBackbone(keras.layers.Layer):
         self.sliding_rope_max_wavelength = sliding_rope_max_wavelength
         self.sliding_rope_scaling = sliding_rope_scaling
         self.qk_norm = qk_norm
+        self.qk_norm_epsilon = layer_norm_epsilon if qk_norm_epsilon is None else qk_norm_epsilon
         self.query_pre_attn_scalar = query_pre_attn_scalar
         self.embedding_scale = embedding_scale
         self.normalize_first = normalize_first
@@ -233,6 +236,7 @@ class TransformerBackbone(keras.layers.Layer):
                     qkv_bias=self.qkv_bias,
                     mlp_bias=self.mlp_bias,
                     qk_norm=qk_norm,
+                    qk_norm_epsilon=self.qk_norm_epsilon,
                     sliding_window=sliding_window if sliding else None,
                     query_pre_attn_scalar=query_pre_attn_scalar,
                     normalize_first=normalize_first,
@@ -374,6 +378,7 @@ class TransformerBackbone(keras.layers.Layer):
                 "sliding_rope_max_wavelength": self.sliding_rope_max_wavelength,
                 "sliding_rope_scaling": self.sliding_rope_scaling,
                 "qk_norm": self.qk_norm,
+                "qk_norm_epsilon": self.qk_norm_epsilon,
                 "query_pre_attn_scalar": self.query_pre_attn_scalar,
                 "embedding_scale": self.embedding_scale,
                 "normalize_first": self.normalize_first,
