@@ -220,6 +220,40 @@ def test_sequence_classifier_from_a_masked_lm_checkpoint_starts_its_head_fresh(c
     assert keras.ops.convert_to_numpy(classifier(token_ids())).shape == (2, 2)
 
 
+def test_bert_checkpoints_with_gamma_and_beta_names_load(tmp_path):
+    # bert-base-uncased and other checkpoints converted from TensorFlow name LayerNorm weights gamma/beta.
+    from safetensors.numpy import load_file, save_file
+
+    reference = make_checkpoint("bert", tmp_path)
+    tensors = load_file(str(tmp_path / "model.safetensors"))
+    renamed = {k.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta"): v
+               for k, v in tensors.items()}
+    assert renamed.keys() != tensors.keys()
+    save_file(renamed, str(tmp_path / "model.safetensors"), metadata={"format": "pt"})
+    ids = token_ids()
+    model = kerasllm.models.MaskedLM.from_preset(str(tmp_path))
+    np.testing.assert_allclose(logits(model, ids), reference_logits(reference, ids), atol=TOLERANCE, rtol=0)
+
+
+def test_multimodal_gemma3_checkpoints_load_as_their_text_model(tmp_path):
+    text = transformers.Gemma3TextConfig(**hf_model_fixtures._COMMON, num_key_value_heads=2, head_dim=16,
+                                         sliding_window=8, query_pre_attn_scalar=20)
+    vision = transformers.SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                             num_attention_heads=2, image_size=28, patch_size=14)
+    config = transformers.Gemma3Config(text_config=text, vision_config=vision, mm_tokens_per_image=4,
+                                       image_token_index=210, boi_token_index=208, eoi_token_index=209)
+    torch.manual_seed(0)
+    reference = transformers.Gemma3ForConditionalGeneration(config).eval()
+    with torch.no_grad():
+        for parameter in reference.parameters():
+            if parameter.ndim == 1:
+                parameter.add_(torch.randn(parameter.shape) * 0.2)
+    reference.save_pretrained(str(tmp_path))
+    ids = token_ids() % 200  # text tokens only
+    model = kerasllm.models.CausalLM.from_preset(str(tmp_path))
+    np.testing.assert_allclose(logits(model, ids), reference_logits(reference, ids), atol=TOLERANCE, rtol=0)
+
+
 # --- bad inputs ----------------------------------------------------------------------------------------
 
 

@@ -11,6 +11,8 @@ MODEL_TYPES = ("bert",)
 TASKS = {"masked_lm": "BertForMaskedLM", "classifier": "BertForSequenceClassification"}
 BASE_PREFIXES = ("bert.", "")
 EXPORT_PREFIX = "bert."
+# Checkpoints converted from TensorFlow (bert-base-uncased among them) name LayerNorm weights gamma and beta.
+ALIASES = ((r"LayerNorm\.weight$", "LayerNorm.gamma"), (r"LayerNorm\.bias$", "LayerNorm.beta"))
 
 
 def to_kerasllm(config):

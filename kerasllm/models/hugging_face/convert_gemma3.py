@@ -5,8 +5,8 @@ layer (sandwich); RMS norms on each query and key head; GeGLU feed-forward; atte
 `query_pre_attn_scalar ** -0.5`; local (sliding window) and global layers in `layer_types` (or every
 `sliding_window_pattern`-th layer global, in older configs), with their own RoPE bases
 (`rope_local_base_freq` and `rope_theta`, or transformers 5's nested `rope_parameters`); optional final
-logit soft-capping. The multimodal `gemma3` checkpoints are loaded for their text model only when
-config.json is the text config (`gemma3_text`).
+logit soft-capping. The multimodal `gemma3` checkpoints (4B and larger) load as their text model: the
+vision tower and projector are left out, as a text-only model does not use them.
 """
 
 import math
@@ -15,13 +15,30 @@ from kerasllm.models.hugging_face import config as hf
 from kerasllm.models.hugging_face import convert_llama
 
 NAME = "Gemma 3"
-MODEL_TYPES = ("gemma3_text",)
+MODEL_TYPES = ("gemma3_text", "gemma3")
 TASKS = {"causal_lm": "Gemma3ForCausalLM"}
-BASE_PREFIXES = ("model.", "")
+# Text checkpoints, then multimodal ones as transformers 5 writes them and as transformers 4 did.
+BASE_PREFIXES = ("model.", "", "language_model.model.", "model.language_model.")
 EXPORT_PREFIX = "model."
+# transformers' Gemma3TextConfig defaults: the text_config of multimodal checkpoints leaves most out.
+TEXT_DEFAULTS = dict(
+    vocab_size=262208, hidden_size=2304, intermediate_size=9216, num_hidden_layers=26, num_attention_heads=8,
+    num_key_value_heads=4, head_dim=256, max_position_embeddings=131072, rms_norm_eps=1e-6, sliding_window=4096,
+    query_pre_attn_scalar=256, rope_theta=1_000_000.0, rope_local_base_freq=10_000.0,
+)
+
+
+def text_config(config):
+    """The text model's config: `text_config` of a multimodal `gemma3` config, with transformers' defaults."""
+    if config.get("model_type") != "gemma3":
+        return config
+    text = dict(TEXT_DEFAULTS, **(config.get("text_config") or {}))
+    text.setdefault("tie_word_embeddings", config.get("tie_word_embeddings", True))
+    return text
 
 
 def to_kerasllm(config):
+    config = text_config(config)
     hf.require(config, "attn_logit_softcapping", (None,), NAME)
     hf.require(config, "use_bidirectional_attention", (None, False), NAME)
     count = config["num_hidden_layers"]
@@ -91,4 +108,10 @@ def weights(config, task="causal_lm"):
     return convert_llama.decoder_weights(config, sandwich=True)
 
 
-ignored = convert_llama.ignored
+def ignored(config, task="causal_lm"):
+    """What a text model does not use: a multimodal checkpoint's vision tower and projector, and a tied
+    head's copy of the embedding."""
+    patterns = [r"(model\.)?(vision_tower|multi_modal_projector)\..*", r".*rotary_emb\.inv_freq"]
+    if config["tie_word_embeddings"]:
+        patterns.append(r"(language_model\.|model\.language_model\.)?lm_head\.weight")
+    return patterns

@@ -49,7 +49,14 @@ def read_model_config(directory, task):
             f"{directory!r} holds a {family.NAME} model ({hf_config.get('model_type')}), which is not a "
             f"{TASK_NAMES[task]}: load it with {usable}."
         )
-    return family, hf_config, family.to_kerasllm(hf_config)
+    try:
+        config = family.to_kerasllm(hf_config)
+    except KeyError as error:
+        raise ValueError(
+            f"{directory!r}: config.json has no {error.args[0]!r}, which a {family.NAME} config needs. Restore the "
+            "checkpoint's original config.json."
+        ) from None
+    return family, hf_config, config
 
 
 def load_weights_into_new_model(build, directory, family, config, task):
@@ -72,7 +79,8 @@ def load_weights_into_new_model(build, directory, family, config, task):
         with deferred_variables.uninitialized_variables():
             model = build(config)
         try:
-            plan = _plan(model, entries, prefix, checkpoint, names, family.ignored(config, task), directory)
+            aliases = getattr(family, "ALIASES", ())
+            plan = _plan(model, entries, prefix, checkpoint, names, family.ignored(config, task), aliases, directory)
             for name, variables, layout in plan:
                 array = checkpoint.get(name, dtype=variables[0].dtype)
                 values = to_keras(array, layout, [variable.shape for variable in variables])
@@ -102,12 +110,18 @@ def _base_prefix(family, entries, names, directory):
     )
 
 
-def _plan(model, entries, prefix, checkpoint, names, ignored, directory):
-    """`[(tensor name, [variables], layout)]` after checking every name and shape; raises first."""
+def _plan(model, entries, prefix, checkpoint, names, ignored, aliases, directory):
+    """`[(tensor name, [variables], layout)]` after checking every name and shape; raises first.
+
+    `aliases` are `(pattern, replacement)` pairs giving the older name of a tensor (e.g. BERT's
+    `LayerNorm.gamma` for `LayerNorm.weight`), tried when the name itself is absent.
+    """
     layers = layers_by_path(model)
     plan, used, missing, wrong = [], set(), [], []
     for entry in entries:
         name = entry.name if entry.head else prefix + entry.name
+        if name not in names:
+            name = next((alt for alt in (re.sub(p, r, name) for p, r in aliases) if alt in names), name)
         variables = [target_variable(layers, path, attribute) for path, attribute in entry.targets]
         if name not in names:
             if not entry.optional:
