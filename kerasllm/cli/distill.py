@@ -30,13 +30,13 @@ def distill(args):
         )
     if not os.path.exists(args.teacher):
         raise SystemExit(
-            f"kerasllm: no teacher at {args.teacher}. Pass --teacher RUN_FOLDER (made by `kerasllm train`) "
-            "or --teacher MODEL.keras with --tokenizer DIR."
+            f"kerasllm: no teacher at {args.teacher}. Pass --teacher RUN_FOLDER (made by `kerasllm train`), "
+            "--teacher MODEL.keras with --tokenizer DIR, or --teacher a Hugging Face model directory."
         )
-    try:
-        teacher, tokenizer, config = run_folder.load(args.teacher, args.tokenizer)
-    except ValueError as error:
-        raise SystemExit(f"kerasllm: --teacher {args.teacher}: {error}") from error
+    run_folder.check_outside(os.path.join(args.output, args.name or ""), args.teacher, flag="--teacher",
+                             option="--output/--name")
+    teacher, tokenizer, config = run_folder.load(args.teacher, args.tokenizer, flag="--teacher",
+                                                 dtype=args.teacher_precision)
     if not isinstance(teacher, kerasllm.models.CausalLM):
         raise SystemExit(
             f"kerasllm: the teacher is a {type(teacher).__name__}; `kerasllm distill` distils "
@@ -66,8 +66,6 @@ def distill(args):
     run_dir = os.path.join(args.output, name)
     os.makedirs(run_dir, exist_ok=True)
     print_versions()
-    if args.teacher_precision:
-        teacher = _with_dtype_policy(teacher, args.teacher_precision)
     print(f"teacher: {args.teacher}, CausalLM with {teacher.num_layers} layers, {teacher.count_params():,} "
           f"parameters, {teacher.dtype_policy.name}")
 
@@ -103,9 +101,3 @@ def distill(args):
               f"teacher {results['teacher_perplexity']:.2f}")
     return 0
 
-
-def _with_dtype_policy(model, dtype):
-    """The same model and weights under another dtype policy (e.g. a bfloat16 teacher)."""
-    copy = type(model).from_config({**model.get_config(), "dtype": dtype})
-    copy.set_weights(model.get_weights())
-    return copy

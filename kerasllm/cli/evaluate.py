@@ -10,6 +10,7 @@ def evaluate(args):
     import kerasllm
     from kerasllm.cli import run_folder
 
+    run_folder.check_outside(getattr(args, "output", None), args.model)
     model, tokenizer, config = run_folder.load(args.model, args.tokenizer)
     batch_size = args.batch_size or config.get("batch_size") or 32
     sequence_length = args.seq_len or config.get("seq_len") or min(128, model.max_sequence_length)

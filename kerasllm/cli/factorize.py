@@ -21,7 +21,7 @@ def factorize(args):
     if args.steps:
         fine_tune(small, train, args.steps, args.learning_rate)
         rows.append((f"+{args.steps} steps", None, report["parameters_after"], evaluate(small, validation)))
-    size = save_for_inference(small, run["output"])
+    size = save_for_inference(small, run["output"], run)
     if args.steps:
         rows[-1] = (rows[-1][0], size, *rows[-1][2:])
     ranks = sorted(report["ranks"].values())

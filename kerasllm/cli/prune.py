@@ -1,7 +1,6 @@
 """`kerasllm prune`: fine-tunes a trained model while magnitude pruning prunes it, then saves it."""
 
 import math
-import os
 
 
 def prune(args):
@@ -12,6 +11,7 @@ def prune(args):
 
     if args.steps <= 0:
         raise SystemExit(f"kerasllm: --steps must be a positive integer, got {args.steps}.")
+    output = run_folder.output_file(args.model, args.output, "model-pruned.keras")
     model, tokenizer, config = run_folder.load(args.model, args.tokenizer)
     try:
         pruning = kerasllm.callbacks.Pruning(
@@ -19,8 +19,6 @@ def prune(args):
         )
     except ValueError as error:
         raise SystemExit(f"kerasllm: {error}")
-    model_file, _, _ = run_folder.resolve(args.model, args.tokenizer)
-    output = args.output or os.path.join(os.path.dirname(os.path.abspath(model_file)), "model-pruned.keras")
     batch_size = args.batch_size or config.get("batch_size") or 32
     sequence_length = args.seq_len or config.get("seq_len") or min(128, model.max_sequence_length)
     text = kerasllm.data.load_text(args.data or config["data"]) if (args.data or config.get("data")) \
@@ -43,6 +41,7 @@ def prune(args):
         raise SystemExit(f"kerasllm: {error}")
     after = model.evaluate(validation, return_dict=True, verbose=0)
     sparsity = kerasllm.callbacks.Pruning.sparsity(model)
+    run_folder.prepare_output(output, tokenizer, args.model)
     model.save(output)
     print(f"{'model':<10}{'sparsity':>10}{'val loss':>10}{'perplexity':>12}")
     print(f"{'float':<10}{0.0:>10.3f}{before['loss']:>10.4f}{before['perplexity']:>12.2f}")

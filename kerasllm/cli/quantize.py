@@ -43,7 +43,7 @@ def quantize(args):
     except ValueError as error:
         raise SystemExit(f"kerasllm: {error}") from error
     after = evaluate(model, validation)
-    save_for_inference(model, run["output"])
+    save_for_inference(model, run["output"], run)
     detail = f"{steps} QAT steps" if method == "qat" else method.upper()
     print_table(
         [("float32", before_size, model.count_params(), before),
@@ -58,14 +58,9 @@ def load_run(args, default_name):
     import kerasllm
     from kerasllm.cli import run_folder
 
-    try:
-        model, tokenizer, config = run_folder.load(args.model, args.tokenizer)
-    except ValueError as error:
-        raise SystemExit(f"kerasllm: --model {args.model}: {error}") from error
-    model_file, _, _ = run_folder.resolve(args.model, args.tokenizer)
-    output = args.output or os.path.join(os.path.dirname(os.path.abspath(model_file)), default_name)
-    if os.path.abspath(output) == os.path.abspath(model_file):
-        raise SystemExit(f"kerasllm: --output {output} is the input model; choose another file name.")
+    output = run_folder.output_file(args.model, args.output, default_name)
+    model, tokenizer, config = run_folder.load(args.model, args.tokenizer)
+    model_file, _ = run_folder.locate(args.model)
     batch_size = args.batch_size or config.get("batch_size") or 32
     seq_len = args.seq_len or config.get("seq_len") or min(128, model.max_sequence_length)
     data = args.data or config.get("data")
@@ -74,8 +69,8 @@ def load_run(args, default_name):
         text, tokenizer, sequence_length=seq_len, batch_size=batch_size,
         validation_fraction=config.get("validation_fraction", 0.1) or 0.1, seed=config.get("seed", 0),
     )
-    return dict(model=model, tokenizer=tokenizer, model_file=model_file, output=output, train=train,
-                validation=validation, seq_len=seq_len)
+    return dict(model=model, tokenizer=tokenizer, model_file=model_file, model_path=args.model, output=output,
+                train=train, validation=validation, seq_len=seq_len)
 
 
 def fine_tune(model, train, steps, learning_rate, callbacks=()):
@@ -118,10 +113,15 @@ def evaluate(model, validation):
     return model.evaluate(validation, return_dict=True, verbose=0)
 
 
-def save_for_inference(model, path):
+def save_for_inference(model, path, run=None):
     """Saves `model` to `path` without its compile state (Keras builds and saves the optimizer of a
     compiled model: its moments would outweigh int8 / int4 weights). Compile the reloaded model to
-    train it further."""
+    train it further. With the `run` of `load_run`, first creates the folder and, for a Hugging Face
+    input, saves its tokenizer beside the file."""
+    if run is not None:
+        from kerasllm.cli import run_folder
+
+        run_folder.prepare_output(path, run["tokenizer"], run["model_path"])
     if not model.compiled:
         model.save(path)
         return os.path.getsize(path)

@@ -7,6 +7,9 @@ import os
 import time
 
 import keras
+import numpy as np
+
+from kerasllm.cli import run_folder
 
 
 def train(args):
@@ -14,13 +17,18 @@ def train(args):
 
     checkpoint_every = getattr(args, "checkpoint_every", None)
     resume = getattr(args, "resume", False)
-    check_positive(args, ("steps", "batch_size", "seq_len", "vocabulary_size", "sample_tokens", "checkpoint_every"))
+    check_positive(args, ("steps", "batch_size", "seq_len", "vocabulary_size", "sample_tokens", "checkpoint_every",
+                          "lora_rank"))
     check_preset(args)
+    init = getattr(args, "init", None)
+    tokenizer_dir = settle_defaults(args)
     if resume and not args.name:
         raise SystemExit("kerasllm: --resume needs the --name (and --output) of the run to continue.")
     keras.utils.set_random_seed(args.seed)
-    name = args.name or f"{args.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
+    name = args.name or f"{_init_name(init) if init else args.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir = os.path.join(args.output, name)
+    if init:
+        run_folder.check_outside(run_dir, init, flag="--init", option="--output/--name")
     checkpoint_dir = os.path.join(run_dir, "checkpoints")
     latest = kerasllm.callbacks.Checkpoint.latest(checkpoint_dir)
     if resume and latest is None:
@@ -32,25 +40,34 @@ def train(args):
         )
     if resume and checkpoint_every is None:
         checkpoint_every = 100
+    if getattr(args, "data_parallel", False) and getattr(args, "model_parallel", None):
+        raise SystemExit("kerasllm: --model-parallel N already splits batches over the other devices; drop --data-parallel.")
+    if init:
+        tokenizer_dir = run_folder.resolve(init, tokenizer_dir, flag="--init")[1]
     os.makedirs(run_dir, exist_ok=True)
     print_versions()
 
     text = load_corpus(args.data)
-    tokenizer = train_tokenizer(text, args)
-    train_data, val_data = split_corpus(text, tokenizer, args, f"tokenizer: {args.tokenizer}")
+    if tokenizer_dir:
+        tokenizer = run_folder.load_tokenizer(tokenizer_dir)
+        description = f"tokenizer: {tokenizer_dir} ({type(tokenizer).__name__})"
+    else:
+        tokenizer = train_tokenizer(text, args)
+        description = f"tokenizer: {args.tokenizer}"
 
-    if getattr(args, "data_parallel", False) and getattr(args, "model_parallel", None):
-        raise SystemExit("kerasllm: --model-parallel N already splits batches over the other devices; drop --data-parallel.")
     strategy = None
     if getattr(args, "data_parallel", False):  # before the model exists, so it is built replicated
         strategy = start_data_parallel(args.batch_size)
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
-        model = build_preset_model(args, tokenizer.vocabulary_size)
+        model = load_init_model(args, tokenizer) if init else build_preset_model(args, tokenizer.vocabulary_size)
         if getattr(args, "model_parallel", None):  # moves the built model's weights to their shards
             kerasllm.distribution.model_parallel(model, model_dim=args.model_parallel)
         if keras.distribution.distribution() is not None:
             kerasllm.distribution.check_batch_size(args.batch_size)
         compile_for_training(model, args)
+    # After the model: with --init, the default --seq-len depends on it. (Splitting draws no random
+    # numbers, so a fresh model's weights are the same either way.)
+    train_data, val_data = split_corpus(text, tokenizer, args, description)
     write_run_config(run_dir, args, name)
 
     logger = kerasllm.callbacks.TrainingLogger(run_dir, every_n_steps=1)
@@ -71,6 +88,87 @@ def train(args):
         checkpoint.restore(latest["path"])
     finish_run(model, tokenizer, run_dir, val_data, args)
     return 0
+
+
+def settle_defaults(args):
+    """Fills the arguments whose defaults depend on `--init`, refuses combinations that contradict it, and
+    returns the tokenizer folder to use as is (`None`: train one of kind `--tokenizer`)."""
+    init = getattr(args, "init", None)
+    if init and args.preset is not None:
+        raise SystemExit(
+            "kerasllm: --init and --preset both choose the model; drop --preset (--init DIR fine-tunes that "
+            "checkpoint, with its own architecture and tokenizer)."
+        )
+    if getattr(args, "lora_rank", None) is None and getattr(args, "lora_targets", None):
+        raise SystemExit(
+            "kerasllm: --lora-targets chooses the layers of --lora-rank N adapters; pass --lora-rank too."
+        )
+    if not init and getattr(args, "lora_rank", None):
+        raise SystemExit(
+            "kerasllm: --lora-rank trains adapters on top of frozen pretrained weights; pass --init DIR (a Hugging "
+            "Face model directory or a run folder). A fresh --preset model trains all its weights."
+        )
+    tokenizer_dir = None
+    if args.tokenizer in ("bpe", "char"):
+        if init:
+            raise SystemExit(
+                f"kerasllm: --tokenizer {args.tokenizer} trains a new tokenizer, whose ids the --init model's "
+                "embedding does not know; drop it (the checkpoint's own tokenizer is used) or pass --tokenizer DIR."
+            )
+    elif args.tokenizer is not None:
+        if not os.path.isdir(args.tokenizer):
+            raise SystemExit(
+                f"kerasllm: --tokenizer must be bpe, char or a tokenizer folder; there is no folder at "
+                f"{args.tokenizer}."
+            )
+        tokenizer_dir = args.tokenizer
+    if not init:
+        args.preset = args.preset or "tiny"
+        args.tokenizer = args.tokenizer or "bpe"
+        args.seq_len = args.seq_len or 128
+    if args.batch_size is None:
+        args.batch_size = 8 if init else 32
+    if args.learning_rate is None:
+        args.learning_rate = 2e-4 if init else 2e-3
+    return tokenizer_dir
+
+
+def load_init_model(args, tokenizer):
+    """`--init`: the pretrained model in `--precision` (with `--remat`), LoRA adapters with `--lora-rank`."""
+    model = run_folder.load_model(args.init, "--init", dtype=args.precision,
+                                  remat=True if getattr(args, "remat", False) else None)
+    try:
+        model.check_tokenizer(tokenizer)
+    except ValueError as error:
+        raise SystemExit(f"kerasllm: --init {args.init} with its tokenizer: {error}") from error
+    if args.seq_len is None:
+        args.seq_len = min(128, model.max_sequence_length)
+    elif args.seq_len > model.max_sequence_length:
+        raise SystemExit(
+            f"kerasllm: --seq-len {args.seq_len} is longer than the --init model's max_sequence_length "
+            f"{model.max_sequence_length}; pass --seq-len {model.max_sequence_length} or less."
+        )
+    total = model.count_params()
+    detail = "all weights train"
+    if getattr(args, "lora_rank", None):
+        targets = tuple(args.lora_targets or ("query", "value"))
+        try:
+            model.enable_lora(args.lora_rank, target_layers=targets)
+        except ValueError as error:
+            raise SystemExit(
+                f"kerasllm: --lora-rank {args.lora_rank} --lora-targets {' '.join(targets)}: {error}"
+            ) from error
+        trainable = sum(int(np.prod(v.shape)) for v in model.trainable_weights)
+        detail = f"LoRA rank {args.lora_rank} on {', '.join(targets)}: {trainable:,} trainable"
+    print(f"model: {args.init}, {type(model).__name__} with {model.num_layers} layers, {total:,} parameters "
+          f"({detail}), {model.dtype_policy.name}")
+    return model
+
+
+def _init_name(init):
+    """A run name from the `--init` path: the folder's name (a .keras file's run folder)."""
+    path = os.path.abspath(init)
+    return os.path.basename(path if os.path.isdir(path) else os.path.dirname(path))
 
 
 def start_data_parallel(batch_size):
@@ -179,8 +277,6 @@ def compile_for_training(model, args):
 
 
 def write_run_config(run_dir, args, name):
-    from kerasllm.cli import run_folder
-
     with open(os.path.join(run_dir, run_folder.CONFIG_FILE), "w") as f:
         json.dump({**vars(args), "backend": keras.backend.backend(), "name": name}, f, indent=2)
 
@@ -202,8 +298,6 @@ def fit_exact_steps(model, train_data, val_data, args, callbacks, count=None):
 
 def finish_run(model, tokenizer, run_dir, val_data, args, extra_results=None):
     """Evaluates, prints a sample, saves the model, tokenizer and `results.json`; returns the results."""
-    from kerasllm.cli import run_folder
-
     results = {}
     if val_data is not None:
         results = model.evaluate(val_data, return_dict=True, verbose=0)

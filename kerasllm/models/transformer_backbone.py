@@ -57,7 +57,7 @@ class TransformerBackbone(keras.layers.Layer):
             `None`.
         sliding_window: int. Window of the sliding-attention layers. Defaults to `None`.
         layer_types: list of str. `"full_attention"` or `"sliding_attention"` per block. Defaults to
-            every block sliding when `sliding_window` is set, else every block full.
+            `None`: every block sliding when `sliding_window` is set, else every block full.
         sliding_rope_max_wavelength: float. RoPE base of the sliding layers (Gemma 3's local base);
             when set, those layers use it with `sliding_rope_scaling`. Defaults to `None` (sliding
             layers use `rope_max_wavelength` and `rope_scaling`).
@@ -153,7 +153,7 @@ class TransformerBackbone(keras.layers.Layer):
                 f"hidden_dim={hidden_dim} is not divisible by num_heads={num_heads}; pick another "
                 "num_heads or pass head_dim explicitly."
             )
-        layer_types = _layer_types(layer_types, num_layers, sliding_window)
+        block_types = resolved_layer_types(layer_types, num_layers, sliding_window)
         if isinstance(num_segments, bool) or not isinstance(num_segments, int) or num_segments < 0:
             raise ValueError(f"`num_segments` must be a non-negative integer, got {num_segments!r}.")
         self.vocabulary_size = vocabulary_size
@@ -178,7 +178,8 @@ class TransformerBackbone(keras.layers.Layer):
         self.mlp_bias = use_bias if mlp_bias is None else mlp_bias
         self.rope_scaling = rope_scaling
         self.sliding_window = sliding_window
-        self.layer_types = layer_types
+        # As given (None: the default pattern), so a config with another num_layers stays valid.
+        self.layer_types = None if layer_types is None else list(layer_types)
         self.sliding_rope_max_wavelength = sliding_rope_max_wavelength
         self.sliding_rope_scaling = sliding_rope_scaling
         self.qk_norm = qk_norm
@@ -217,7 +218,7 @@ class TransformerBackbone(keras.layers.Layer):
         self.embedding_dropout = keras.layers.Dropout(dropout, dtype=self.dtype_policy, name="embedding_dropout")
         block_class = DecoderBlock if causal else EncoderBlock
         self.blocks = []
-        for i, layer_type in enumerate(layer_types):
+        for i, layer_type in enumerate(block_types):
             sliding = layer_type == "sliding_attention"
             own_rope = sliding and sliding_rope_max_wavelength is not None
             self.blocks.append(
@@ -390,8 +391,9 @@ class TransformerBackbone(keras.layers.Layer):
         return config
 
 
-def _layer_types(layer_types, num_layers, sliding_window):
-    """The attention kind of each block, checked against `sliding_window`."""
+def resolved_layer_types(layer_types, num_layers, sliding_window):
+    """The attention kind of each block (`layer_types`, or the default pattern when it is `None`),
+    checked against `num_layers` and `sliding_window`."""
     if layer_types is None:
         return ["sliding_attention" if sliding_window else "full_attention"] * num_layers
     layer_types = list(layer_types)

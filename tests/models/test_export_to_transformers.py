@@ -113,12 +113,15 @@ def test_quantized_or_training_layers_are_refused(tmp_path):
         (dict(LLAMA_STYLE, normalization="layernorm"), "normalization='layernorm'"),
         (dict(GPT2_STYLE, num_key_value_heads=2), "num_key_value_heads=2"),
         (dict(LLAMA_STYLE, embedding_scale=2.0), "embedding_scale=2.0"),
+        (dict(GPT2_STYLE, model_type="llama"), "cannot be written as a Llama checkpoint.*hidden_act='gelu'"),
     ],
 )
 def test_options_the_format_cannot_express_are_named(overrides, message, tmp_path):
+    overrides = dict(overrides)
+    model_type = overrides.pop("model_type", None)
     model = kerasllm.models.CausalLM(**overrides)
     with pytest.raises(ValueError, match=message):
-        model.export_to_transformers(tmp_path / "out")
+        model.export_to_transformers(tmp_path / "out", model_type=model_type)
     assert not os.path.exists(tmp_path / "out")
 
 

@@ -126,3 +126,10 @@ def head_dim(config, family):
         dim = config["hidden_size"] // heads
     return dim
 
+
+
+def compact_layer_types(types, window):
+    """`None` when `types` is the default pattern for `window` (every block sliding with a window, every
+    block full without), else the list: configs stay valid when a student drops blocks."""
+    default = "sliding_attention" if window else "full_attention"
+    return None if all(kind == default for kind in types) else list(types)

@@ -13,6 +13,7 @@ import math
 
 from kerasllm.models.hugging_face import config as hf
 from kerasllm.models.hugging_face import convert_llama
+from kerasllm.models.transformer_backbone import resolved_layer_types
 
 NAME = "Gemma 3"
 MODEL_TYPES = ("gemma3_text", "gemma3")
@@ -73,7 +74,7 @@ def to_kerasllm(config):
         rope_max_wavelength=theta,
         rope_scaling=scaling,
         sliding_window=config.get("sliding_window") if "sliding_attention" in types else None,
-        layer_types=list(types),
+        layer_types=hf.compact_layer_types(types, config.get("sliding_window") if "sliding_attention" in types else None),
         sliding_rope_max_wavelength=local_theta,
         sliding_rope_scaling=local_scaling,
         qk_norm=True,
@@ -92,7 +93,7 @@ def to_hugging_face(config, task="causal_lm"):
         hidden_activation=hf.GATED_TO_HF.get(config["activation"], config["activation"]),
         attention_bias=config["use_bias"],
         sliding_window=config["sliding_window"],
-        layer_types=config["layer_types"],
+        layer_types=resolved_layer_types(config["layer_types"], config["num_layers"], config["sliding_window"]),
         rope_local_base_freq=config["sliding_rope_max_wavelength"],
         query_pre_attn_scalar=config["query_pre_attn_scalar"],
         final_logit_softcapping=config["final_logit_softcapping"],

@@ -13,10 +13,7 @@ EXPORT_PREFIX = convert_llama.EXPORT_PREFIX
 def to_kerasllm(config):
     converted = convert_llama.to_kerasllm(dict(config, attention_bias=False, mlp_bias=False), NAME)
     window = config.get("sliding_window")
-    converted.update(
-        sliding_window=window,
-        layer_types=["sliding_attention" if window else "full_attention"] * config["num_hidden_layers"],
-    )
+    converted.update(sliding_window=window)  # on every layer: the default pattern
     return converted
 
 

@@ -3,6 +3,7 @@ optional sliding window on the layers from `max_window_layers` on (`use_sliding_
 
 from kerasllm.models.hugging_face import config as hf
 from kerasllm.models.hugging_face import convert_llama
+from kerasllm.models.transformer_backbone import resolved_layer_types
 
 NAME = "Qwen2"
 MODEL_TYPES = ("qwen2",)
@@ -28,7 +29,7 @@ def layer_types(config):
 def to_kerasllm(config, family=NAME):
     converted = convert_llama.to_kerasllm(dict(config, attention_bias=False, mlp_bias=False), family)
     types, window = layer_types(config)
-    converted.update(qkv_bias=True, layer_types=types, sliding_window=window)
+    converted.update(qkv_bias=True, layer_types=hf.compact_layer_types(types, window), sliding_window=window)
     return converted
 
 
@@ -43,12 +44,13 @@ def to_hugging_face(config, task="causal_lm"):
 
 
 def window_fields(config):
-    sliding = "sliding_attention" in config["layer_types"]
+    types = resolved_layer_types(config["layer_types"], config["num_layers"], config["sliding_window"])
+    sliding = "sliding_attention" in types
     return dict(
         use_sliding_window=sliding,
         sliding_window=config["sliding_window"],
-        max_window_layers=config["layer_types"].index("sliding_attention") if sliding else config["num_layers"],
-        layer_types=config["layer_types"],
+        max_window_layers=types.index("sliding_attention") if sliding else config["num_layers"],
+        layer_types=types,
     )
 
 

@@ -14,7 +14,7 @@ EXPORT_PREFIX = convert_llama.EXPORT_PREFIX
 def to_kerasllm(config):
     converted = convert_llama.to_kerasllm(dict(config, mlp_bias=False), NAME)
     types, window = convert_qwen2.layer_types(config)
-    converted.update(qk_norm=True, layer_types=types, sliding_window=window)
+    converted.update(qk_norm=True, layer_types=hf.compact_layer_types(types, window), sliding_window=window)
     return converted
 
 

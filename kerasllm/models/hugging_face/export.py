@@ -9,7 +9,9 @@ import ml_dtypes  # noqa: F401  (registers bfloat16 with NumPy)
 import numpy as np
 
 from kerasllm.models.hugging_face import loading
+from kerasllm.models.hugging_face.config import UnsupportedConfig
 from kerasllm.models.hugging_face.weights import computed_value, layers_by_path, to_hugging_face
+from kerasllm.models.transformer_backbone import resolved_layer_types
 from kerasllm.utils import deferred_variables
 from kerasllm.utils.safetensors_io import write_safetensors
 
@@ -80,7 +82,8 @@ def _family(config, task, model_type):
     if config["qkv_bias"] and not config["use_bias"]:
         return loading.FAMILIES["qwen2"]
     if config["sliding_window"]:
-        if "full_attention" in config["layer_types"]:
+        types = resolved_layer_types(config["layer_types"], config["num_layers"], config["sliding_window"])
+        if "full_attention" in types:
             return loading.FAMILIES["qwen2"]
         return loading.FAMILIES["mistral"]
     return loading.FAMILIES["llama"]
@@ -96,7 +99,11 @@ def _checked_hf_config(model, config, family, task):
 
     # Read back from the family's config alone: an option it cannot hold comes back as its default.
     kept = {k: v for k, v in config.items() if k not in ARCHITECTURE_ARGUMENTS or k in TRAINING_ONLY}
-    expected = _normalized(model, {**kept, **family.to_kerasllm(hf_config)})
+    try:
+        read_back = family.to_kerasllm(hf_config)
+    except UnsupportedConfig as error:  # e.g. an activation the family's config has no name for
+        raise ValueError(f"This model cannot be written as a {family.NAME} checkpoint: {error}") from None
+    expected = _normalized(model, {**kept, **read_back})
     different = sorted(
         name for name in ARCHITECTURE_ARGUMENTS
         if name not in TRAINING_ONLY and expected.get(name) != config.get(name)
