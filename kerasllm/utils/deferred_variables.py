@@ -12,6 +12,8 @@ import contextlib
 from keras.src.backend.common import global_state
 from keras.src.backend.common.stateless_scope import StatelessScope
 
+from kerasllm.utils import backend_arrays
+
 _REGISTRY = "uninitialized_variables"
 
 
@@ -32,8 +34,10 @@ def is_initialized(variable):
 
 def initialize(variable, value=None):
     """Gives an uninitialized `variable` its value: `value` (array-like, cast to the variable's
-    dtype by the backend) or, when `None`, the variable's own initializer."""
+    dtype by the backend; a NumPy array may become the variable's own memory, so do not reuse it) or,
+    when `None`, the variable's own initializer."""
     if value is not None:
+        value = backend_arrays.as_backend_tensor(value)
         variable._initializer = lambda shape, dtype=None: value
     variable._deferred_initialize()
     _forget([variable])

@@ -6,8 +6,12 @@ file on its own, cast to its variable's dtype and handed to that variable. A che
 match its config raises before the model exists, and never yields a half-loaded model.
 """
 
+import collections
+import concurrent.futures
 import difflib
 import re
+
+import numpy as np
 
 from kerasllm.models.hugging_face import (
     convert_bert,
@@ -26,6 +30,8 @@ from kerasllm.utils.safetensors_io import SafetensorsCheckpoint
 FAMILY_MODULES = (convert_gpt2, convert_llama, convert_mistral, convert_qwen2, convert_qwen3, convert_gemma3, convert_bert)
 FAMILIES = {model_type: module for module in FAMILY_MODULES for model_type in module.MODEL_TYPES}
 TASK_NAMES = {"causal_lm": "CausalLM", "masked_lm": "MaskedLM", "classifier": "SequenceClassifier"}
+# How much may be read and converted ahead of the tensor being handed to its variables.
+_PREFETCH_BYTES = 64 * 2**20
 
 
 def family_of(hf_config, directory):
@@ -81,12 +87,31 @@ def load_weights_into_new_model(build, directory, family, config, task):
         try:
             aliases = getattr(family, "ALIASES", ())
             plan = _plan(model, entries, prefix, checkpoint, names, family.ignored(config, task), aliases, directory)
-            for name, variables, layout in plan:
-                array = checkpoint.get(name, dtype=variables[0].dtype)
-                values = to_keras(array, layout, [variable.shape for variable in variables])
-                del array
-                for variable, value in zip(variables, values):
-                    deferred_variables.initialize(variable, value)
+
+            def prepare(step):  # read, lay out and cast one tensor: NumPy and the reads release the GIL
+                name, variables, layout = step
+                array = checkpoint.get(name)
+                return to_keras(array, layout, [v.shape for v in variables], dtype=variables[0].dtype)
+
+            # Tensors are prepared ahead on other threads while this one hands values to variables: at
+            # most two, and beyond the next one only while they fit in _PREFETCH_BYTES (memory stays near
+            # the model's size).
+            def nbytes(step):
+                return sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in step[1])
+
+            with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+                pending, submitted = collections.deque(), 0
+                for _, variables, _ in plan:
+                    while submitted < len(plan) and (
+                        not pending
+                        or len(pending) < 2 and sum(b for _, b in pending) + nbytes(plan[submitted]) <= _PREFETCH_BYTES
+                    ):
+                        pending.append((pool.submit(prepare, plan[submitted]), nbytes(plan[submitted])))
+                        submitted += 1
+                    values = pending.popleft()[0].result()
+                    for variable, value in zip(variables, values):
+                        deferred_variables.initialize(variable, value)
+                    del values
             # What the checkpoint does not hold: optional heads, dropout's seed state.
             for variable in model.variables:
                 if not deferred_variables.is_initialized(variable):
