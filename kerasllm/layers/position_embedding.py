@@ -46,8 +46,11 @@ class PositionEmbedding(keras.layers.Layer):
     def call(self, inputs, start_index=0):
         length = ops.shape(inputs)[1]
         table = ops.convert_to_tensor(self.position_embeddings, dtype=self.compute_dtype)
-        positions = ops.slice(table, (start_index, 0), (length, self.hidden_dim))
-        return ops.expand_dims(positions, 0)
+        if isinstance(start_index, int):
+            rows = ops.slice(table, (start_index, 0), (length, self.hidden_dim))
+        else:  # a tensor position (compiled decoding): a gather, which no backend reads back to the host
+            rows = ops.take(table, ops.arange(length) + ops.cast(start_index, "int32"), axis=0)
+        return ops.expand_dims(rows, 0)
 
     def compute_output_shape(self, input_shape):
         return (1, input_shape[1], self.hidden_dim)

@@ -3,6 +3,7 @@ from keras import ops
 
 from kerasllm.layers.normalization import normalization_layer
 from kerasllm.layers.rotary_embedding import RotaryEmbedding
+from kerasllm.utils import backend_compile
 
 
 @keras.saving.register_keras_serializable(package="kerasllm")
@@ -43,7 +44,9 @@ class SelfAttention(keras.layers.Layer):
     Call arguments:
         inputs: tensor `(B, T, C)`.
         padding_mask: optional bool/int tensor `(B, T)` (`(B, S)` with a cache), true for real tokens.
-        cache: optional tensor `(B, 2, S, K, H)` of keys and values for positions `< S`.
+        cache: optional tensor `(B, 2, S, K, H)` of keys and values for positions `< S`, or a pair
+            `(keys, values)` of tensors `(B, S, K, H)` (what compiled decoding uses: updating them
+            needs no slicing of a stacked tensor).
         cache_index: int or scalar tensor. Position of `inputs[:, 0]` when a cache is given.
         training: bool. Dropout is active when true.
 
@@ -166,7 +169,14 @@ class SelfAttention(keras.layers.Layer):
             query = self.rotary(query, start_index=start)
             key = self.rotary(key, start_index=start)
 
-        if cache is not None:
+        if isinstance(cache, (list, tuple)):  # keys and values apart: no slicing of a stacked cache per step
+            keys, values = cache
+            keys = backend_compile.write_positions(keys, cache_index, key)
+            values = backend_compile.write_positions(values, cache_index, value)
+            cache, key, value = (keys, values), keys, values  # (B, S, K, H)
+            mask = self._mask(ops.shape(query)[1], ops.shape(key)[1], start, padding_mask)
+            attended = self._attend(query, key, value, mask=mask)
+        elif cache is not None:
             update = ops.stack([key, value], axis=1)  # (B, 2, T, K, H)
             cache = ops.slice_update(cache, (0, 0, cache_index, 0, 0), ops.cast(update, cache.dtype))
             key, value = cache[:, 0], cache[:, 1]  # (B, S, K, H)

@@ -2,6 +2,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from kerasllm.models import decoding
 from kerasllm.models.language_model import LanguageModel
 from kerasllm.models.presets import CAUSAL_LM_PRESETS
 from kerasllm.models.sampling import select_next_tokens, validate_sampling
@@ -78,11 +79,15 @@ class CausalLM(LanguageModel):
         top_p=None,
         seed=None,
         stop_token_ids=None,
+        sampler="device",
     ):
         """Continues one or several prompts, decoding with the key/value cache.
 
         Prompts of different lengths are batched together: each row keeps its own prompt tokens and
-        starts sampling where its prompt ends.
+        starts sampling where its prompt ends. By default the prefill and the whole decode loop run as
+        one compiled program on the device (XLA on JAX and TensorFlow), sampling included, one program
+        per batch size and length bucket (prompt plus new tokens, rounded up to a multiple of 64), so
+        prompts of different lengths reuse it; the first call of a shape pays the compilation.
 
         Args:
             prompts: a string or list of strings (needs `tokenizer`), or token ids: a list of ints,
@@ -97,12 +102,18 @@ class CausalLM(LanguageModel):
             seed: int. Seed for sampling; the same seed gives the same text. Defaults to `None`.
             stop_token_ids: iterable of int. A row stops after emitting one of these (it is not
                 returned). Defaults to the tokenizer's end-of-text id, or none without a tokenizer.
+            sampler: str. `"device"` (the compiled loop; sampling in float32, so a seed gives the
+                same text on a given backend) or `"host"` (one model call per token from Python, sampling
+                in NumPy float64, so a seed gives the same text on every backend; much slower).
+                Defaults to `"device"`.
 
         Returns:
             Text (prompt followed by its continuation) for text prompts, in the same form (a string or a
             list); token ids otherwise (a list of int lists, or a 1-D array for a 1-D prompt).
         """
         validate_sampling(temperature, top_k, top_p)
+        if sampler not in ("device", "host"):
+            raise ValueError(f"`sampler` must be 'device' or 'host', got {sampler!r}.")
         if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
             raise ValueError(f"max_new_tokens must be a non-negative integer, got {max_new_tokens!r}.")
         text, single = _prompt_kind(prompts)
@@ -127,10 +138,14 @@ class CausalLM(LanguageModel):
             stop_token_ids = () if tokenizer is None else (tokenizer.eos_token_id,)
         stop_token_ids = np.asarray(sorted(set(int(t) for t in stop_token_ids if t is not None)), dtype=np.int32)
 
-        generated = self._generate_ids(
-            sequences, max_new_tokens, np.random.default_rng(seed), stop_token_ids,
-            dict(greedy=greedy, temperature=temperature, top_k=top_k, top_p=top_p),
-        )
+        sampling = dict(greedy=greedy, temperature=temperature, top_k=top_k, top_p=top_p)
+        rng = np.random.default_rng(seed)
+        if max_new_tokens == 0:
+            generated = [[] for _ in sequences]
+        elif sampler == "device":
+            generated = decoding.decode(self, sequences, max_new_tokens, stop_token_ids, rng, **sampling)
+        else:
+            generated = self._generate_ids(sequences, max_new_tokens, rng, stop_token_ids, sampling)
         if text:
             outputs = [tokenizer.decode(prompt + new) for prompt, new in zip(sequences, generated)]
             return outputs[0] if isinstance(prompts, str) else outputs

@@ -328,23 +328,29 @@ class TransformerBackbone(keras.layers.Layer):
             if self.final_norm is not None:
                 x = self.final_norm(x)
             return x[:, prefix:] if prepend else x
+        per_layer = isinstance(cache, (list, tuple))
         caches = []
         for i, block in enumerate(self.blocks):
-            x, layer_cache = block(x, padding_mask=padding_mask, cache=cache[:, i], cache_index=start)
+            x, layer_cache = block(
+                x, padding_mask=padding_mask, cache=cache[i] if per_layer else cache[:, i], cache_index=start
+            )
             caches.append(layer_cache)
         if self.final_norm is not None:
             x = self.final_norm(x)
-        return (x[:, prefix:] if prepend else x), ops.stack(caches, axis=1)
+        return (x[:, prefix:] if prepend else x), (caches if per_layer else ops.stack(caches, axis=1))
 
-    def initial_cache(self, batch_size, length):
+    def initial_cache(self, batch_size, length, per_layer=False):
         """An empty key/value cache `(B, L, 2, S, K, H)` in the compute dtype, for `length` real tokens.
 
-        With a soft prompt, `S = num_virtual_tokens + length`.
+        With a soft prompt, `S = num_virtual_tokens + length`. With `per_layer=True`, a list of `L`
+        pairs `(keys, values)` of shape `(B, S, K, H)` instead (updated in place by compiled decoding,
+        where a stacked cache would be copied at every step); `call` returns the cache in the form it
+        was given.
         """
-        return ops.zeros(
-            (batch_size, self.num_layers, 2, self.num_virtual_tokens + length, self.num_key_value_heads, self.head_dim),
-            dtype=self.compute_dtype,
-        )
+        shape = (batch_size, self.num_virtual_tokens + length, self.num_key_value_heads, self.head_dim)
+        if per_layer:
+            return [(ops.zeros(shape, self.compute_dtype), ops.zeros(shape, self.compute_dtype)) for _ in self.blocks]
+        return ops.zeros((shape[0], self.num_layers, 2) + shape[1:], dtype=self.compute_dtype)
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape) + (self.hidden_dim,)
