@@ -7,7 +7,7 @@ Llama 3.1's RoPE frequency adjustment (`rope_frequency_adjustment_factor`, `rope
 untied head `token_embedding/reverse_embeddings` `(hidden, vocabulary)` is `lm_head/kernel`.
 """
 
-from kerasllm.models.keras_hub.common import check, tied
+from kerasllm.models.keras_hub.common import check, llama_layout_config
 
 BACKBONES = ("LlamaBackbone", "Llama3Backbone")
 TASKS = ("LlamaCausalLM", "Llama3CausalLM")
@@ -54,20 +54,5 @@ def convert_config(backbone):
             "high_freq_factor": float(backbone.rope_high_freq_factor),
             "original_max_position_embeddings": int(backbone.rope_pretraining_sequence_length),
         }
-    return dict(
-        vocabulary_size=backbone.vocabulary_size,
-        num_layers=backbone.num_layers,
-        num_heads=backbone.num_query_heads,
-        hidden_dim=backbone.hidden_dim,
-        intermediate_dim=backbone.intermediate_dim,
-        num_key_value_heads=backbone.num_key_value_heads,
-        head_dim=backbone.hidden_dim // backbone.num_query_heads,  # as KerasHub's LlamaAttention computes it
-        position_embedding="rotary",
-        normalization="rmsnorm",
-        activation="swiglu",
-        use_bias=False,
-        tie_word_embeddings=tied(backbone),
-        dropout=float(backbone.dropout),
-        rope_max_wavelength=float(backbone.rope_max_wavelength),
-        rope_scaling=rope_scaling,
-    )
+    # head_dim as KerasHub's LlamaAttention computes it.
+    return llama_layout_config(backbone, head_dim=backbone.hidden_dim // backbone.num_query_heads, rope_scaling=rope_scaling)

@@ -8,7 +8,7 @@ every backend agrees (and the window never applies).
 """
 
 from kerasllm.models.keras_hub import convert_llama
-from kerasllm.models.keras_hub.common import linear_rope_scaling, tied
+from kerasllm.models.keras_hub.common import linear_rope_scaling, llama_layout_config
 
 BACKBONES = ("QwenBackbone",)
 TASKS = ("QwenCausalLM",)
@@ -23,23 +23,11 @@ BLOCK = convert_llama.BLOCK
 
 
 def convert_config(backbone):
-    return dict(
-        vocabulary_size=backbone.vocabulary_size,
-        num_layers=backbone.num_layers,
-        num_heads=backbone.num_query_heads,
-        hidden_dim=backbone.hidden_dim,
-        intermediate_dim=backbone.intermediate_dim,
-        num_key_value_heads=backbone.num_key_value_heads,
+    return llama_layout_config(
+        backbone,
         head_dim=backbone.hidden_dim // backbone.num_query_heads,  # as KerasHub's QwenAttention computes it
-        position_embedding="rotary",
-        normalization="rmsnorm",
-        activation="swiglu",
-        use_bias=False,
-        qkv_bias=True,
-        tie_word_embeddings=tied(backbone),
-        dropout=float(backbone.dropout),
-        rope_max_wavelength=float(backbone.rope_max_wavelength),
         rope_scaling=linear_rope_scaling(backbone.rope_scaling_factor),
+        qkv_bias=True,
     )
 
 

@@ -8,7 +8,7 @@ limited to that many positions.
 """
 
 from kerasllm.models.keras_hub import convert_llama, convert_qwen
-from kerasllm.models.keras_hub.common import linear_rope_scaling, tied
+from kerasllm.models.keras_hub.common import linear_rope_scaling, llama_layout_config
 
 BACKBONES = ("Qwen3Backbone",)
 TASKS = ("Qwen3CausalLM",)
@@ -28,23 +28,11 @@ BLOCK = {
 
 
 def convert_config(backbone):
-    return dict(
-        vocabulary_size=backbone.vocabulary_size,
-        num_layers=backbone.num_layers,
-        num_heads=backbone.num_query_heads,
-        hidden_dim=backbone.hidden_dim,
-        intermediate_dim=backbone.intermediate_dim,
-        num_key_value_heads=backbone.num_key_value_heads,
+    return llama_layout_config(
+        backbone,
         head_dim=backbone.head_dim or backbone.hidden_dim // backbone.num_query_heads,
-        position_embedding="rotary",
-        normalization="rmsnorm",
-        activation="swiglu",
-        use_bias=False,
-        qk_norm=True,
-        tie_word_embeddings=tied(backbone),
-        dropout=float(backbone.dropout),
-        rope_max_wavelength=float(backbone.rope_max_wavelength),
         rope_scaling=linear_rope_scaling(backbone.rope_scaling_factor),
+        qk_norm=True,
     )
 
 
