@@ -10,6 +10,7 @@ from kerasllm.layers.normalization import normalization_layer
 from kerasllm.models import lora as lora_lib
 from kerasllm.models import prompt_tuning as prompt_lib
 from kerasllm.models.transformer_backbone import TransformerBackbone
+from kerasllm.utils import backend_train_step
 from kerasllm.utils.collection import collect_once
 from kerasllm.utils.validation import validate_token_ids, validate_vocabulary_match
 
@@ -216,7 +217,11 @@ class LanguageModel(keras.Model):
                     f"{sorted(inputs)}."
                 )
             token_ids, padding_mask = inputs["token_ids"], inputs.get("padding_mask")
-            unknown = sorted(set(inputs) - {"token_ids", "padding_mask", "segment_ids"})
+            # `teacher_*` entries are a `TeacherLogitsCache`'s targets, read by the distillation loss.
+            unknown = sorted(
+                k for k in inputs
+                if k not in ("token_ids", "padding_mask", "segment_ids") and not k.startswith("teacher_")
+            )
             if unknown:
                 raise ValueError(
                     f"Unknown input keys {unknown}; a kerasllm model takes 'token_ids', 'padding_mask' and "
@@ -341,6 +346,32 @@ class LanguageModel(keras.Model):
             # replicas Keras 3.15's XLA step reads variables across devices and fails, so it stays off.
             jit_compile = backend_distribution.tf_replicas_in_scope() == 1
         super().compile(*args, jit_compile=jit_compile, **kwargs)
+
+    def make_train_function(self, force=False):
+        if self.train_function is not None and not force:
+            return self.train_function
+        function = super().make_train_function(force=force)
+        if backend_train_step.compiles(self):
+            # Keras's torch.compile path recompiles on every layer and ends slower than eager; trace
+            # the step into one aten graph instead (see kerasllm/utils/backend_train_step.py).
+            self.train_function = function = backend_train_step.compile_step(self, self.train_step, differentiate=True)
+        return function
+
+    def make_test_function(self, force=False):
+        if self.test_function is not None and not force:
+            return self.test_function
+        function = super().make_test_function(force=force)
+        if backend_train_step.compiles(self):
+            self.test_function = function = backend_train_step.compile_step(self, self.test_step)
+        return function
+
+    def make_predict_function(self, force=False):
+        if self.predict_function is not None and not force:
+            return self.predict_function
+        function = super().make_predict_function(force=force)
+        if backend_train_step.compiles(self):
+            self.predict_function = function = backend_train_step.compile_step(self, self.predict_step)
+        return function
 
     def compile_from_config(self, config):
         # Keras skips restoring the compiled state of models that override `compile()`; ours only
