@@ -56,7 +56,8 @@ def test_cached_decoding_matches_full_forward(style):
     logits, cache = model.call_with_cache(x[:, :4], cache, 0)
     np.testing.assert_allclose(np_(logits), full[:, 3], atol=1e-5)
     for t in range(4, 10):
-        logits, cache = model.call_with_cache(x[:, t:t + 1], cache, t)
+        # The position as a tensor, as compiled decoding passes it (one program for every position on JAX).
+        logits, cache = model.call_with_cache(x[:, t:t + 1], cache, keras.ops.convert_to_tensor(t, "int32"))
         np.testing.assert_allclose(np_(logits), full[:, t], atol=1e-5)
 
 

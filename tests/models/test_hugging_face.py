@@ -102,7 +102,9 @@ def test_cached_decoding_equals_the_full_forward(name, checkpoint):
     step, cache = model.call_with_cache(keras.ops.convert_to_tensor(ids[:, :7]), cache, 0)
     np.testing.assert_allclose(keras.ops.convert_to_numpy(step), full[:, 6], atol=TOLERANCE, rtol=0)
     for position in range(7, 20):
-        step, cache = model.call_with_cache(keras.ops.convert_to_tensor(ids[:, position : position + 1]), cache, position)
+        # The position as a tensor, as compiled decoding passes it (one program for every position on JAX).
+        index = keras.ops.convert_to_tensor(position, "int32")
+        step, cache = model.call_with_cache(keras.ops.convert_to_tensor(ids[:, position : position + 1]), cache, index)
         np.testing.assert_allclose(keras.ops.convert_to_numpy(step), full[:, position], atol=TOLERANCE, rtol=0)
 
 
