@@ -1,15 +1,23 @@
-"""Training throughput of kerasllm's CausalLM against KerasHub's GPT2CausalLM, on every Keras backend.
+"""Training throughput of kerasllm's CausalLM against KerasHub's GPT2CausalLM and a plain PyTorch GPT.
 
 Run (from the repository root):
 
-    python benchmarks/train_throughput.py                      # CPU shape, jax + torch + tensorflow
+    python benchmarks/train_throughput.py                      # CPU shape, every backend and peer
     python benchmarks/train_throughput.py --shape gpt2-124m --precision bfloat16 --backends jax
-    python benchmarks/train_throughput.py --backends torch --jit-compile false --steps 50
+    python benchmarks/train_throughput.py --backends torch,torch+jit --peers pytorch --threads 1
+
+Backends are `jax`, `torch`, `torch+jit` (torch with `jit_compile=True` whatever `--jit-compile`
+says: kerasllm's traced step, see kerasllm/utils/backend_train_step.py) and `tensorflow`. Peers are
+KerasHub's `GPT2CausalLM` (on each backend but `torch+jit`) and `pytorch`: nanoGPT's model (its
+`model.py`, written out below: fused QKV, exact GELU, tied head, `scaled_dot_product_attention`) of the
+same shape, trained eagerly with `torch.optim.AdamW` (weight decay on 2-D weights, as nanoGPT), run
+once, beside the torch rows.
 
 Each (backend, model) pair runs in its own subprocess (KERAS_BACKEND must be set before Keras is
 imported) on the same shape and the same random token batches (fixed seed). The model is compiled with
 `AdamW` and its loss, then trained the way Keras users train: `model.fit` over an in-memory NumPy
-dataset, one epoch of `warmup + steps` batches. A callback stamps the wall clock at the end of every
+dataset, one epoch of `warmup + steps` batches. The PyTorch peer runs nanoGPT's loop instead (forward,
+`backward`, `step`, `loss.item()`), one timed iteration per batch. A callback stamps the wall clock at the end of every
 batch after forcing the loss to a Python float, which waits for the step to finish (JAX dispatches
 asynchronously); a step's time is the gap between two consecutive batch ends, so it includes the data
 pipeline and callback overhead that a user pays. As a check of that timing, the table also shows the
@@ -55,8 +63,8 @@ LEARNING_RATE = 3e-4
 WEIGHT_DECAY = 0.1
 SEED = 1337
 GPU_PEAK_TFLOPS = 989.0  # H100 SXM, dense bf16
-BACKENDS = ("jax", "torch", "tensorflow")
-MODELS = ("kerasllm", "keras_hub")
+BACKENDS = ("jax", "torch", "torch+jit", "tensorflow")
+MODELS = ("kerasllm", "keras_hub", "pytorch")
 WORKER_TIMEOUT_S = 1800
 # ----------------------------------------------------------------------------------------------------
 
@@ -64,18 +72,20 @@ WORKER_TIMEOUT_S = 1800
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--shape", choices=sorted(SHAPES), default="cpu")
-    p.add_argument("--backends", default=",".join(BACKENDS), help="comma-separated subset of jax,torch,tensorflow")
+    p.add_argument("--backends", default=",".join(BACKENDS),
+                   help="comma-separated subset of jax,torch,torch+jit,tensorflow (torch+jit: jit_compile=True)")
     p.add_argument("--steps", type=int, default=None, help="timed steps (default: 60 cpu, 20 gpt2-124m)")
     p.add_argument("--warmup", type=int, default=None, help="untimed steps first (default: 10 cpu, 5 gpt2-124m)")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--seq-len", type=int, default=None)
     p.add_argument("--precision", choices=("float32", "bfloat16"), default="float32",
                    help="bfloat16 = Keras policy mixed_bfloat16 (float32 weights)")
-    p.add_argument("--peers", default="keras_hub", help="peer models to run, comma-separated, or 'none'")
+    p.add_argument("--peers", default="keras_hub,pytorch",
+                   help="peer models to run, comma-separated (keras_hub, pytorch), or 'none'")
     p.add_argument("--peak-tflops", type=float, default=None,
                    help="peak FLOP/s (in TFLOP/s) for MFU; default: measured on CPU, 989 on GPU")
     p.add_argument("--jit-compile", choices=("auto", "true", "false"), default="auto",
-                   help="model.compile(jit_compile=...): XLA on jax/tensorflow, torch.compile on torch")
+                   help="model.compile(jit_compile=...): XLA on jax/tensorflow, a traced aten graph on torch")
     p.add_argument("--steps-per-execution", type=int, default=1)
     p.add_argument("--mode", choices=("fit", "train_on_batch"), default="fit",
                    help="time model.fit with a per-batch callback, or a train_on_batch loop")
@@ -146,9 +156,106 @@ def build_model(name, args, shape):
     return model, keras.losses.SparseCategoricalCrossentropy(from_logits=True), note
 
 
+def nanogpt(shape, seq_len):
+    """nanoGPT's `GPT` (karpathy/nanoGPT model.py) at `shape`, dropout 0, biases on: plain PyTorch."""
+    import torch
+    from torch import nn
+    from torch.nn import functional as F
+
+    C, H, V = shape["hidden_dim"], shape["num_heads"], shape["vocabulary_size"]
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.ln_1, self.ln_2 = nn.LayerNorm(C), nn.LayerNorm(C)
+            self.c_attn, self.c_proj = nn.Linear(C, 3 * C), nn.Linear(C, C)
+            self.c_fc, self.mlp_proj = nn.Linear(C, shape["intermediate_dim"]), nn.Linear(shape["intermediate_dim"], C)
+
+        def forward(self, x):
+            B, T, _ = x.shape
+            q, k, v = self.c_attn(self.ln_1(x)).split(C, dim=2)
+            q, k, v = (t.view(B, T, H, C // H).transpose(1, 2) for t in (q, k, v))  # (B, H, T, Q)
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            x = x + self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C))
+            return x + self.mlp_proj(F.gelu(self.c_fc(self.ln_2(x))))
+
+    class GPT(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.wte, self.wpe = nn.Embedding(V, C), nn.Embedding(seq_len, C)
+            self.h = nn.ModuleList(Block() for _ in range(shape["num_layers"]))
+            self.ln_f = nn.LayerNorm(C)
+            self.lm_head = nn.Linear(C, V, bias=False)
+            self.lm_head.weight = self.wte.weight  # tied, as nanoGPT
+            for name, p in self.named_parameters():
+                if p.dim() == 2:
+                    residual = name.endswith(("c_proj.weight", "mlp_proj.weight"))  # nanoGPT's scaled init
+                    std = 0.02 / (2 * shape["num_layers"]) ** 0.5 if residual else 0.02
+                    nn.init.normal_(p, 0.0, std)
+                elif name.endswith("bias"):
+                    nn.init.zeros_(p)
+
+        def forward(self, idx, targets):
+            x = self.wte(idx) + self.wpe(torch.arange(idx.shape[1], device=idx.device))  # (B, T, C)
+            for block in self.h:
+                x = block(x)
+            logits = self.lm_head(self.ln_f(x))  # (B, T, V)
+            return F.cross_entropy(logits.view(-1, V), targets.reshape(-1))
+
+    return GPT()
+
+
+def run_pytorch_worker(args, shape):
+    """nanoGPT's training loop on `nanogpt()`, eager, timed like the Keras rows (loss read each step)."""
+    import contextlib
+
+    import numpy as np
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(SEED)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = nanogpt(shape, args.seq_len).to(device)
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": WEIGHT_DECAY},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=LEARNING_RATE,
+                                  fused=device == "cuda")
+    autocast = (torch.autocast(device_type=device, dtype=torch.bfloat16) if args.precision == "bfloat16"
+                else contextlib.nullcontext())
+    B, T = args.batch_size, args.seq_len
+    total_steps = args.warmup + args.steps
+    rng = np.random.default_rng(SEED)
+    tokens = torch.from_numpy(rng.integers(0, shape["vocabulary_size"], size=(total_steps * B, T + 1))).long()
+    start, cpu_start = time.perf_counter(), time.process_time()
+    ends, cpu_ends = [], []
+    for i in range(total_steps):
+        batch = tokens[i * B:(i + 1) * B].to(device)
+        with autocast:
+            loss = model(batch[:, :-1], batch[:, 1:])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss.item()  # waits for the step
+        ends.append(time.perf_counter())
+        cpu_ends.append(time.process_time())
+    times = np.diff(np.array([start] + ends))
+    cpu_times = np.diff(np.array([cpu_start] + cpu_ends))
+    timed = times[args.warmup:]
+    num_params = sum(p.numel() for p in model.parameters()) - model.wpe.weight.numel()  # tied head once
+    return dict(times=times, cpu_times=cpu_times, timed=timed, fit_wall=ends[-1] - start,
+                fit_ms=(ends[-1] - ends[args.warmup - 1 if args.warmup else 0]) / max(1, len(timed)) * 1e3,
+                num_params=num_params, jit_compile="eager", spe=1, note="")
+
+
 def run_worker(args):
-    backend, name = args.worker.split(":")
+    variant, name = args.worker.split(":")
+    backend = variant.split("+")[0]
     assert os.environ.get("KERAS_BACKEND") == backend, "KERAS_BACKEND must be set before keras is imported"
+    shape = SHAPES[args.shape]
+    if name == "pytorch":
+        return report(args, variant, name, shape, **run_pytorch_worker(args, shape))
     import numpy as np
     import keras
 
@@ -161,9 +268,10 @@ def run_worker(args):
 
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     keras.utils.set_random_seed(SEED)
-    shape = SHAPES[args.shape]
     model, loss, note = build_model(name, args, shape)
     jit = {"auto": "auto", "true": True, "false": False}[args.jit_compile]
+    if variant == "torch+jit":
+        jit = True
     compile_kwargs = dict(
         optimizer=keras.optimizers.AdamW(learning_rate=LEARNING_RATE, weight_decay=WEIGHT_DECAY),
         loss=loss, jit_compile=jit, steps_per_execution=args.steps_per_execution,
@@ -212,17 +320,23 @@ def run_worker(args):
         timed = times[args.warmup:]
         fit_ms = (ends[-1] - ends[args.warmup - 1 if args.warmup else 0]) / max(1, len(timed)) * 1e3
         fit_wall = ends[-1] - start
+    report(args, variant, name, shape, times=times, cpu_times=cpu_times, timed=timed, fit_wall=fit_wall,
+           fit_ms=fit_ms, num_params=count_params(model), jit_compile=str(model.jit_compile), spe=spe, note=note)
 
+
+def report(args, backend, name, shape, times, cpu_times, timed, fit_wall, fit_ms, num_params, jit_compile, spe, note):
+    import numpy as np
+
+    B, T = args.batch_size, args.seq_len
     median = float(np.median(timed))
     cpu_ms = float(np.median(cpu_times[len(cpu_times) - len(timed):])) * 1e3
-    num_params = count_params(model)
     head_dim = shape["hidden_dim"] // shape["num_heads"]
     fpt = flops_per_token(num_params, shape["num_layers"], shape["num_heads"], head_dim, T)
     result = dict(
         backend=backend, model=name, step_ms=median * 1e3, step_ms_p10=float(np.percentile(timed, 10)) * 1e3,
         step_ms_p90=float(np.percentile(timed, 90)) * 1e3, fit_ms=fit_ms, cpu_ms=cpu_ms, first_step_s=float(times[0] * spe),
         fit_wall_s=fit_wall, tokens_per_s=B * T / median, params=num_params, flops_per_token=fpt,
-        jit_compile=str(model.jit_compile), steps_per_execution=spe, note=note,
+        jit_compile=jit_compile, steps_per_execution=spe, note=note,
     )
     print("RESULT " + json.dumps(result), flush=True)
 
@@ -301,7 +415,9 @@ def measure_cpu_peak(precision):
 
 
 def worker_command(args, backend, name):
-    argv = [sys.executable, os.path.abspath(__file__), "--worker", f"{backend}:{name}", "--shape", args.shape,
+    # -P: the benchmarks folder is not put on sys.path, where compression.py would shadow the
+    # `compression` package that JAX imports (jax._src.compilation_cache).
+    argv = [sys.executable, "-P", os.path.abspath(__file__), "--worker", f"{backend}:{name}", "--shape", args.shape,
             "--steps", str(args.steps), "--warmup", str(args.warmup), "--batch-size", str(args.batch_size),
             "--seq-len", str(args.seq_len), "--precision", args.precision, "--jit-compile", args.jit_compile,
             "--steps-per-execution", str(args.steps_per_execution), "--mode", args.mode,
@@ -310,7 +426,7 @@ def worker_command(args, backend, name):
 
 
 def run_one(args, backend, name):
-    env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
+    env = dict(os.environ, KERAS_BACKEND=backend.split("+")[0], TF_CPP_MIN_LOG_LEVEL="3")
     if args.threads:
         env["OMP_NUM_THREADS"] = str(args.threads)
     repo_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -356,17 +472,24 @@ def main():
           f"threads={args.threads or 'default'}")
     print(f"# MFU peak: {peak / 1e12:.3f} TFLOP/s ({peak_source})", flush=True)
 
-    rows = []
+    rows, pytorch_done = [], False
     for backend in backends:
-        for name in ["kerasllm"] + [p for p in peers if p in MODELS and p != "kerasllm"]:
+        names = ["kerasllm"] + (["keras_hub"] if "keras_hub" in peers and "+" not in backend else [])
+        if "pytorch" in peers and backend.startswith("torch") and not pytorch_done:
+            names.append("pytorch")
+            pytorch_done = True
+        for name in names:
             row = run_one(args, backend, name)
             if "error" not in row:
                 row["mfu"] = row["flops_per_token"] * row["tokens_per_s"] / peak
             rows.append(row)
-            status = row.get("error") or f"{row['step_ms']:.1f} ms/step, jit_compile={row['jit_compile']}"
+            status = row.get("error") or (f"{row['step_ms']:.1f} ms/step, first step {row['first_step_s']:.1f} s, "
+                                          f"jit_compile={row['jit_compile']}")
             print(f"#   {backend:10s} {name:9s} {status}", flush=True)
 
-    header = f"{'backend':10s} | {'model':9s} | {'step ms':>8s} | {'fit ms':>7s} | {'cpu ms':>7s} | {'tokens/s':>9s} | {'MFU':>6s} | ratio"
+    pytorch = next((r for r in rows if r["model"] == "pytorch" and "error" not in r), None)
+    header = (f"{'backend':10s} | {'model':9s} | {'step ms':>8s} | {'fit ms':>7s} | {'cpu ms':>7s} | {'tokens/s':>9s} | "
+              f"{'MFU':>6s} | {'/ KerasHub':>10s} | / PyTorch")
     print()
     print(header)
     print("-" * len(header))
@@ -381,8 +504,12 @@ def main():
             if peer:
                 row["ratio_vs_keras_hub"] = row["tokens_per_s"] / peer["tokens_per_s"]
                 ratio = f"{row['ratio_vs_keras_hub']:.2f}x"
+        vs_pytorch = ""
+        if pytorch and row["model"] != "pytorch":
+            row["ratio_vs_pytorch"] = row["tokens_per_s"] / pytorch["tokens_per_s"]
+            vs_pytorch = f"{row['ratio_vs_pytorch']:.2f}x"
         print(f"{row['backend']:10s} | {row['model']:9s} | {row['step_ms']:8.2f} | {row['fit_ms']:7.2f} | {row['cpu_ms']:7.2f} | "
-              f"{row['tokens_per_s']:9.0f} | {100 * row['mfu']:5.1f}% | {ratio}")
+              f"{row['tokens_per_s']:9.0f} | {100 * row['mfu']:5.1f}% | {ratio:>10s} | {vs_pytorch}")
     notes = sorted({r["note"] for r in rows if r.get("note")})
     for note in notes:
         print(f"note: {note}")
