@@ -348,29 +348,23 @@ class LanguageModel(keras.Model):
         super().compile(*args, jit_compile=jit_compile, **kwargs)
 
     def make_train_function(self, force=False):
-        if self.train_function is not None and not force:
-            return self.train_function
-        function = super().make_train_function(force=force)
-        if backend_train_step.compiles(self):
-            # Keras's torch.compile path recompiles on every layer and ends slower than eager; trace
-            # the step into one aten graph instead (see kerasllm/utils/backend_train_step.py).
-            self.train_function = function = backend_train_step.compile_step(self, self.train_step, differentiate=True)
-        return function
+        return self._traced_function("train_function", super().make_train_function, force, self.train_step, True)
 
     def make_test_function(self, force=False):
-        if self.test_function is not None and not force:
-            return self.test_function
-        function = super().make_test_function(force=force)
-        if backend_train_step.compiles(self):
-            self.test_function = function = backend_train_step.compile_step(self, self.test_step)
-        return function
+        return self._traced_function("test_function", super().make_test_function, force, self.test_step)
 
     def make_predict_function(self, force=False):
-        if self.predict_function is not None and not force:
-            return self.predict_function
-        function = super().make_predict_function(force=force)
+        return self._traced_function("predict_function", super().make_predict_function, force, self.predict_step)
+
+    def _traced_function(self, attribute, make_keras_function, force, step, differentiate=False):
+        # Keras's torch.compile path recompiles on every layer and ends slower than eager; on torch with
+        # jit_compile=True, trace the step into one aten graph instead (kerasllm/utils/backend_train_step.py).
+        if getattr(self, attribute) is not None and not force:
+            return getattr(self, attribute)
+        function = make_keras_function(force=force)
         if backend_train_step.compiles(self):
-            self.predict_function = function = backend_train_step.compile_step(self, self.predict_step)
+            function = backend_train_step.compile_step(self, step, differentiate=differentiate)
+            setattr(self, attribute, function)
         return function
 
     def compile_from_config(self, config):
